@@ -1,0 +1,431 @@
+#include "config.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "smtp_syntax.hpp"
+
+namespace mxguard::guard {
+
+namespace {
+
+// Sections this version knows; [[route]] is handled apart from the table.
+const std::set<std::string_view> known_sections{"server", "tls", "relay", "access",
+                                                "header_rules", "log"};
+
+std::string where(const std::string& file, const toml::source_region& src) {
+  return fmt::format("{}:{}", file, src.begin.line);
+}
+
+[[noreturn]] void fail(const std::string& file, const toml::node& node, std::string_view key,
+                       std::string_view problem) {
+  throw config_error(fmt::format("{}: {}: {}", where(file, node.source()), key, problem));
+}
+
+std::string kind_name(value_kind k) {
+  switch (k) {
+    case value_kind::integer: return "an integer";
+    case value_kind::size: return "a size (bytes, or \"25M\")";
+    case value_kind::duration: return "a duration (\"250ms\", \"30s\", \"5m\", \"4h\", \"7d\")";
+    case value_kind::boolean: return "true or false";
+    case value_kind::string: return "a string";
+    case value_kind::string_list: return "a list of strings";
+  }
+  return "?";
+}
+
+// Converts one TOML node to the row's kind, checking bounds; throws with the
+// file, line and key on any problem.
+setting_value convert(const setting_spec& spec, const toml::node& node, const std::string& file,
+                      std::string_view full_key) {
+  auto wrong_type = [&]() -> setting_value {
+    fail(file, node, full_key, "must be " + kind_name(spec.kind));
+  };
+  auto check_bounds = [&](std::int64_t v, std::string_view shown) {
+    if (v < spec.min || v > spec.max)
+      fail(file, node, full_key,
+           fmt::format("{} is out of range [{}, {}]", shown,
+                       spec.kind == value_kind::duration ? format_duration(duration(spec.min))
+                                                         : std::to_string(spec.min),
+                       spec.kind == value_kind::duration ? format_duration(duration(spec.max))
+                                                         : std::to_string(spec.max)));
+  };
+  switch (spec.kind) {
+    case value_kind::integer: {
+      auto v = node.value_exact<std::int64_t>();
+      if (!v) return wrong_type();
+      check_bounds(*v, std::to_string(*v));
+      return *v;
+    }
+    case value_kind::size: {
+      std::optional<std::int64_t> v = node.value_exact<std::int64_t>();
+      if (!v) {
+        auto s = node.value_exact<std::string>();
+        if (!s) return wrong_type();
+        v = parse_size(*s);
+        if (!v) return wrong_type();
+      }
+      check_bounds(*v, std::to_string(*v));
+      return *v;
+    }
+    case value_kind::duration: {
+      std::optional<duration> d;
+      if (auto i = node.value_exact<std::int64_t>()) {
+        if (*i >= 0 && *i < (1ll << 40)) d = duration(*i * 1000);
+      } else if (auto s = node.value_exact<std::string>()) {
+        d = parse_duration(*s);
+      }
+      if (!d) return wrong_type();
+      check_bounds(d->count(), format_duration(*d));
+      return *d;
+    }
+    case value_kind::boolean: {
+      auto v = node.value_exact<bool>();
+      if (!v) return wrong_type();
+      return *v;
+    }
+    case value_kind::string: {
+      auto v = node.value_exact<std::string>();
+      if (!v) return wrong_type();
+      return *v;
+    }
+    case value_kind::string_list: {
+      auto* arr = node.as_array();
+      if (!arr) return wrong_type();
+      std::vector<std::string> out;
+      for (const auto& item : *arr) {
+        auto v = item.value_exact<std::string>();
+        if (!v) fail(file, item, full_key, "every element must be a string");
+        out.push_back(*v);
+      }
+      return out;
+    }
+  }
+  return wrong_type();
+}
+
+const setting_spec* find_spec(std::string_view section, std::string_view name) {
+  for (const auto& spec : settings_table())
+    if (spec.section == section && spec.name == name) return &spec;
+  return nullptr;
+}
+
+settings default_settings() {
+  settings s;
+  for (const auto& spec : settings_table()) {
+    auto doc = toml::parse(fmt::format("v = {}", spec.default_text));
+    spec.set(s, convert(spec, *doc.get("v"), "<defaults>", spec.name));
+  }
+  return s;
+}
+
+std::string value_text(const setting_value& v) {
+  return std::visit(
+      [](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::int64_t>)
+          return std::to_string(x);
+        else if constexpr (std::is_same_v<T, duration>)
+          return "\"" + format_duration(x) + "\"";
+        else if constexpr (std::is_same_v<T, bool>)
+          return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, std::string>) {
+          std::ostringstream out;
+          out << toml::value<std::string>(x);
+          return out.str();
+        } else {
+          std::string out = "[";
+          for (std::size_t i = 0; i < x.size(); ++i) {
+            std::ostringstream one;
+            one << toml::value<std::string>(x[i]);
+            out += (i ? ", " : "") + one.str();
+          }
+          return out + "]";
+        }
+      },
+      v);
+}
+
+void compile(config& cfg, const toml::table& root) {
+  const auto& file = cfg.source;
+  const auto& s = cfg.values;
+  auto node_for = [&](std::string_view section, std::string_view key) -> const toml::node& {
+    if (auto* n = root.at_path(fmt::format("{}.{}", section, key)).node()) return *n;
+    return root;
+  };
+
+  // Listen addresses must be literal IPs: resolving names at start hides typos.
+  for (const auto& l : s.server.listen) {
+    auto hp = parse_host_port(l);
+    boost::system::error_code ec;
+    if (hp) boost::asio::ip::make_address(hp->host, ec);
+    if (!hp || ec)
+      fail(file, node_for("server", "listen"), "server.listen",
+           "'" + l + "' is not ADDRESS:PORT with a literal IP ([v6]:port for IPv6)");
+  }
+  if (s.server.listen.empty())
+    fail(file, node_for("server", "listen"), "server.listen", "needs at least one address");
+
+  for (std::size_t i = 0; i < s.access.rules.size(); ++i) {
+    std::string error;
+    auto entry = access_list::parse_line(s.access.rules[i], error);
+    if (!entry) fail(file, node_for("access", "rules"), fmt::format("access.rules[{}]", i), error);
+    entry->origin = fmt::format("access.rules[{}]", i);
+    cfg.access.add(std::move(*entry));
+  }
+  if (!s.access.file.empty()) {
+    std::ifstream in(s.access.file);
+    if (!in)
+      fail(file, node_for("access", "file"), "access.file", "cannot read '" + s.access.file + "'");
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+      auto hash = line.find('#');
+      if (hash != std::string::npos) line.erase(hash);
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      std::string error;
+      auto entry = access_list::parse_line(line, error);
+      if (!entry) throw config_error(fmt::format("{}:{}: {}", s.access.file, number, error));
+      entry->origin = fmt::format("{}:{}", s.access.file, number);
+      cfg.access.add(std::move(*entry));
+    }
+  }
+
+  for (std::size_t i = 0; i < s.header_rules.rules.size(); ++i) {
+    std::string error;
+    auto rule = header_rule_set::parse_line(s.header_rules.rules[i], error);
+    if (!rule)
+      fail(file, node_for("header_rules", "rules"), fmt::format("header_rules.rules[{}]", i), error);
+    cfg.header_rules.add(std::move(*rule));
+  }
+
+  for (const auto& d : s.relay.domains) {
+    std::string_view bare = d;
+    if (bare.starts_with('.')) bare.remove_prefix(1);
+    if (!valid_domain(bare))
+      fail(file, node_for("relay", "domains"), "relay.domains", "'" + d + "' is not a domain");
+    cfg.relay_domains.add(d);
+  }
+  auto parse_networks = [&](const std::vector<std::string>& list, std::string_view section,
+                            std::string_view key, std::vector<ip_prefix>& out) {
+    for (const auto& n : list) {
+      auto p = ip_prefix::parse(n);
+      if (!p)
+        fail(file, node_for(section, key), fmt::format("{}.{}", section, key),
+             "'" + n + "' is not an address or CIDR prefix");
+      out.push_back(*p);
+    }
+  };
+  parse_networks(s.relay.trusted_networks, "relay", "trusted_networks", cfg.trusted_networks);
+  parse_networks(s.server.proxy_protocol_from, "server", "proxy_protocol_from",
+                 cfg.proxy_networks);
+
+  if (auto* routes = root.get("route")) {
+    auto* arr = routes->as_array();
+    if (!arr || !arr->is_array_of_tables())
+      fail(file, *routes, "route", "must be an array of tables ([[route]])");
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const auto& t = *arr->at(i).as_table();
+      auto key = fmt::format("route[{}]", i);
+      route r;
+      for (const auto& [k, v] : t) {
+        if (k == "domain") {
+          auto d = v.value_exact<std::string>();
+          if (!d) fail(file, v, key + ".domain", "must be a string");
+          std::string_view bare = *d;
+          if (bare.starts_with('.')) bare.remove_prefix(1);
+          if (*d != "*" && !valid_domain(bare))
+            fail(file, v, key + ".domain", "'" + *d + "' is not a domain, .domain or *");
+          r.domain = *d;
+        } else if (k == "next_hops") {
+          auto* hops = v.as_array();
+          if (!hops || hops->empty()) fail(file, v, key + ".next_hops", "must be a non-empty list");
+          for (const auto& h : *hops) {
+            auto text = h.value_exact<std::string>();
+            auto hp = text ? parse_host_port(*text) : std::nullopt;
+            if (!hp || hp->port == 0)
+              fail(file, h, key + ".next_hops", "each next hop must be \"HOST:PORT\"");
+            r.next_hops.push_back(*hp);
+          }
+        } else {
+          fail(file, v, fmt::format("{}.{}", key, k.str()), "unknown key");
+        }
+      }
+      if (r.domain.empty()) fail(file, t, key + ".domain", "is required");
+      if (r.next_hops.empty()) fail(file, t, key + ".next_hops", "is required");
+      for (const auto& existing : cfg.routes.routes())
+        if (existing.domain == lower_ascii(r.domain))
+          fail(file, t, key + ".domain", "'" + r.domain + "' has a route already");
+      cfg.routes.add(std::move(r));
+    }
+  }
+  for (const auto& d : s.relay.domains) {
+    std::string probe = d.starts_with('.') ? "sub" + d : d;
+    if (!cfg.routes.find(probe))
+      fail(file, node_for("relay", "domains"), "relay.domains",
+           "'" + d + "' has no [[route]] (add one for it, or a default route \"*\")");
+  }
+
+  if (s.tls.cert.empty() != s.tls.key.empty())
+    fail(file, node_for("tls", s.tls.cert.empty() ? "key" : "cert"), "tls",
+         "cert and key go together");
+  for (const auto& path : {s.tls.cert, s.tls.key})
+    if (!path.empty() && !std::ifstream(path))
+      fail(file, node_for("tls", path == s.tls.cert ? "cert" : "key"), "tls",
+           "cannot read '" + path + "'");
+  if (s.log.format != "kv" && s.log.format != "json")
+    fail(file, node_for("log", "format"), "log.format", "must be \"kv\" or \"json\"");
+  if (s.server.hostname.empty() || !valid_domain(s.server.hostname))
+    fail(file, node_for("server", "hostname"), "server.hostname", "must be a host name");
+}
+
+}  // namespace
+
+std::optional<duration> parse_duration(std::string_view text) {
+  std::int64_t n = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || p == text.data() || n < 0) return std::nullopt;
+  std::string_view unit(p, static_cast<std::size_t>(text.data() + text.size() - p));
+  std::int64_t scale;
+  if (unit == "ms")
+    scale = 1;
+  else if (unit == "s" || unit.empty())
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60'000;
+  else if (unit == "h")
+    scale = 3'600'000;
+  else if (unit == "d")
+    scale = 86'400'000;
+  else
+    return std::nullopt;
+  if (n > (1ll << 50) / scale) return std::nullopt;
+  return duration(n * scale);
+}
+
+std::optional<std::int64_t> parse_size(std::string_view text) {
+  std::int64_t n = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || p == text.data() || n < 0) return std::nullopt;
+  std::string_view unit(p, static_cast<std::size_t>(text.data() + text.size() - p));
+  std::int64_t scale;
+  if (unit.empty())
+    scale = 1;
+  else if (unit == "k" || unit == "K")
+    scale = 1ll << 10;
+  else if (unit == "M")
+    scale = 1ll << 20;
+  else if (unit == "G")
+    scale = 1ll << 30;
+  else
+    return std::nullopt;
+  if (n > (1ll << 50) / scale) return std::nullopt;
+  return n * scale;
+}
+
+std::string format_duration(duration d) {
+  auto ms = d.count();
+  if (ms == 0) return "0s";
+  if (ms % 86'400'000 == 0) return std::to_string(ms / 86'400'000) + "d";
+  if (ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+bool config::is_trusted(const boost::asio::ip::address& client) const {
+  for (const auto& n : trusted_networks)
+    if (n.contains(client)) return true;
+  return false;
+}
+
+std::shared_ptr<const config> parse_config(std::string_view text, const std::string& name) {
+  toml::table root;
+  try {
+    root = toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    throw config_error(fmt::format("{}:{}: {}", name, e.source().begin.line, e.description()));
+  }
+  auto cfg = std::make_shared<config>();
+  cfg->source = name;
+  cfg->values = default_settings();
+  for (const auto& [section_key, section_node] : root) {
+    std::string_view section = section_key.str();
+    if (section == "route") continue;
+    if (!known_sections.contains(section))
+      fail(name, section_node, section, "unknown section");
+    auto* table = section_node.as_table();
+    if (!table) fail(name, section_node, section, "must be a table ([" + std::string(section) + "])");
+    for (const auto& [key, node] : *table) {
+      auto full = fmt::format("{}.{}", section, key.str());
+      const auto* spec = find_spec(section, key.str());
+      if (!spec) fail(name, node, full, "unknown key");
+      spec->set(cfg->values, convert(*spec, node, name, full));
+    }
+  }
+  compile(*cfg, root);
+  return cfg;
+}
+
+std::shared_ptr<const config> load_config(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw config_error(file + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), file);
+}
+
+std::string describe(const config& cfg) {
+  const auto defaults = default_settings();
+  std::string out = fmt::format("# effective configuration of {}\n", cfg.source);
+  std::string_view section;
+  for (const auto& spec : settings_table()) {
+    if (spec.section != section) {
+      section = spec.section;
+      out += fmt::format("\n[{}]\n", section);
+    }
+    auto value = spec.get(cfg.values);
+    bool is_default = value == spec.get(defaults);
+    // Values are printed as they are: tls.key is a path, and no setting of
+    // this version holds a secret itself (a Redis password will be masked).
+    std::string text = value_text(value);
+    out += fmt::format("{} = {}{}\n", spec.name, text, is_default ? "  # default" : "");
+  }
+  for (const auto& r : cfg.routes.routes()) {
+    out += fmt::format("\n[[route]]\ndomain = \"{}\"\nnext_hops = [", r.domain);
+    for (std::size_t i = 0; i < r.next_hops.size(); ++i) {
+      const auto& h = r.next_hops[i];
+      bool v6 = h.host.find(':') != std::string::npos;
+      out += fmt::format("{}\"{}{}{}:{}\"", i ? ", " : "", v6 ? "[" : "", h.host, v6 ? "]" : "",
+                         h.port);
+    }
+    out += "]\n";
+  }
+  out += fmt::format("\n# compiled: {} access entries, {} header rules, {} routes\n",
+                     cfg.access.size(), cfg.header_rules.size(), cfg.routes.routes().size());
+  return out;
+}
+
+std::string settings_reference_markdown() {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& spec : settings_table()) {
+    std::string_view type;
+    switch (spec.kind) {
+      case value_kind::integer: type = "integer"; break;
+      case value_kind::size: type = "size"; break;
+      case value_kind::duration: type = "duration"; break;
+      case value_kind::boolean: type = "bool"; break;
+      case value_kind::string: type = "string"; break;
+      case value_kind::string_list: type = "list"; break;
+    }
+    out += fmt::format("| `{}.{}` | {} | `{}` | {} |\n", spec.section, spec.name, type,
+                       spec.default_text, spec.help);
+  }
+  return out;
+}
+
+}  // namespace mxguard::guard

@@ -1,0 +1,155 @@
+// mxguard configuration: one TOML file, validated at start, then frozen.
+//
+// `load_config` parses and validates everything (unknown keys and bad values
+// are errors naming file, line and key) and returns an immutable snapshot. The
+// daemon holds a `std::shared_ptr<const config>`; SIGHUP builds a new one and
+// swaps it in, so a session sees one consistent configuration for its life.
+//
+// Every scalar setting is described once in `settings_table()` (name, type,
+// default, bounds, help): the parser, `--check-config` output and the README
+// reference all come from that table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "access_list.hpp"
+#include "header_rules.hpp"
+#include "mxguard/net.hpp"
+#include "routes.hpp"
+
+namespace mxguard::guard {
+
+using duration = std::chrono::milliseconds;
+
+struct server_settings {
+  std::vector<std::string> listen;
+  std::string hostname;
+  std::int64_t workers = 0;
+  std::int64_t max_sessions = 0;
+  std::int64_t max_sessions_per_ip = 0;
+  std::int64_t ipv6_prefix = 0;
+  std::int64_t max_message_size = 0;
+  std::int64_t max_recipients = 0;
+  std::int64_t max_line_length = 0;
+  std::int64_t max_commands = 0;
+  std::int64_t max_errors = 0;
+  std::int64_t soft_error_delay_after = 0;
+  std::int64_t max_buffered_bytes = 0;
+  duration command_timeout{};
+  duration data_timeout{};
+  duration session_timeout{};
+  duration error_delay{};
+  std::string banner;
+  bool add_received_header = true;
+  std::vector<std::string> proxy_protocol_from;
+  duration proxy_protocol_timeout{};
+};
+
+struct tls_settings {
+  std::string cert;
+  std::string key;
+  duration handshake_timeout{};
+  bool relay_starttls = true;
+};
+
+struct relay_settings {
+  std::vector<std::string> domains;
+  std::vector<std::string> trusted_networks;
+  duration connect_timeout{};
+  duration command_timeout{};
+  duration data_timeout{};
+  std::string helo_name;
+};
+
+struct access_settings {
+  std::vector<std::string> rules;
+  std::string file;
+};
+
+struct header_rule_settings {
+  std::vector<std::string> rules;
+  std::int64_t max_header_size = 0;
+};
+
+struct log_settings {
+  std::string format;
+};
+
+// Plain values straight from the file, defaults filled in.
+struct settings {
+  server_settings server;
+  tls_settings tls;
+  relay_settings relay;
+  access_settings access;
+  header_rule_settings header_rules;
+  log_settings log;
+};
+
+// The frozen, validated configuration: settings plus what was compiled from
+// them (access list, header rules, routes, networks).
+struct config {
+  std::string source;  // the file it came from
+  settings values;
+  access_list access;
+  header_rule_set header_rules;
+  route_table routes;
+  relay_domain_set relay_domains;
+  std::vector<ip_prefix> trusted_networks;
+  std::vector<ip_prefix> proxy_networks;
+
+  bool is_trusted(const boost::asio::ip::address& client) const;
+};
+
+class config_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Reads, validates and compiles FILE. Throws config_error with
+// "FILE:LINE: key: problem".
+std::shared_ptr<const config> load_config(const std::string& file);
+// The same from text already in memory (tests, fuzzing); `name` is used in messages.
+std::shared_ptr<const config> parse_config(std::string_view text, const std::string& name);
+
+// The effective configuration as TOML, every key with its value, defaults marked.
+std::string describe(const config& cfg);
+
+// --- the settings table ------------------------------------------------------
+
+enum class value_kind { integer, size, duration, boolean, string, string_list };
+using setting_value =
+    std::variant<std::int64_t, duration, bool, std::string, std::vector<std::string>>;
+
+struct setting_spec {
+  std::string_view section;
+  std::string_view name;
+  value_kind kind;
+  std::string_view default_text;  // TOML literal; parsed like a file value
+  std::int64_t min;               // bounds for integer/size/duration (ms)
+  std::int64_t max;
+  std::string_view help;
+  void (*set)(settings&, setting_value);
+  setting_value (*get)(const settings&);
+};
+
+std::span<const setting_spec> settings_table();
+
+// Markdown table of every setting, for the README (`mxguard --print-settings-table`).
+std::string settings_reference_markdown();
+
+// Parses "250ms", "30s", "5m", "4h", "36d" (or a bare number of seconds).
+std::optional<duration> parse_duration(std::string_view text);
+// Parses 26214400, "25M", "512k", "1G" (binary multiples).
+std::optional<std::int64_t> parse_size(std::string_view text);
+std::string format_duration(duration d);
+
+}  // namespace mxguard::guard

@@ -1,0 +1,147 @@
+// The settings table: every scalar configuration key, once.
+//
+// Adding a key: a field in the settings struct (config.hpp), a row here, and
+// `--print-settings-table` regenerates the README reference.
+#include <limits>
+
+#include "config.hpp"
+
+namespace mxguard::guard {
+
+namespace {
+
+constexpr std::int64_t unbounded = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t second = 1000;
+constexpr std::int64_t minute = 60 * second;
+constexpr std::int64_t hour = 60 * minute;
+constexpr std::int64_t day = 24 * hour;
+
+// Accessors for one field: `Section` is a member of `settings`, `Field` a
+// member of that section. The value arrives already checked against the row's
+// kind and bounds.
+template <auto Section, auto Field>
+void set_field(settings& s, setting_value v) {
+  auto& field = (s.*Section).*Field;
+  field = std::get<std::remove_cvref_t<decltype(field)>>(std::move(v));
+}
+template <auto Section, auto Field>
+setting_value get_field(const settings& s) {
+  return (s.*Section).*Field;
+}
+
+#define MXG_FIELD(section, field) \
+  &set_field<&settings::section, &decltype(settings::section)::field>, \
+      &get_field<&settings::section, &decltype(settings::section)::field>
+
+const setting_spec table[] = {
+    // [server]
+    {"server", "listen", value_kind::string_list, R"(["127.0.0.1:2525"])", 0, 0,
+     "Addresses to accept SMTP on, `addr:port`, IPv6 in brackets (`[::1]:25`).",
+     MXG_FIELD(server, listen)},
+    {"server", "hostname", value_kind::string, R"("localhost")", 0, 0,
+     "Name in the banner, EHLO reply and Received header.", MXG_FIELD(server, hostname)},
+    {"server", "workers", value_kind::integer, "0", 0, 256,
+     "I/O threads, each with its own SO_REUSEPORT listener; 0 = number of cores.",
+     MXG_FIELD(server, workers)},
+    {"server", "max_sessions", value_kind::integer, "10000", 1, 1000000,
+     "Global cap on concurrent sessions; past it a client gets `421 4.7.0` and is closed.",
+     MXG_FIELD(server, max_sessions)},
+    {"server", "max_sessions_per_ip", value_kind::integer, "20", 1, 1000000,
+     "Concurrent sessions per client address (IPv6: per `ipv6_prefix`); past it `421 4.7.0`.",
+     MXG_FIELD(server, max_sessions_per_ip)},
+    {"server", "ipv6_prefix", value_kind::integer, "64", 32, 128,
+     "Prefix length an IPv6 client is counted under (one host usually owns a /64).",
+     MXG_FIELD(server, ipv6_prefix)},
+    {"server", "max_message_size", value_kind::size, "26214400", 1024, 1ll << 40,
+     "Largest message in bytes (announced in EHLO SIZE, enforced while reading DATA: `552 5.3.4`).",
+     MXG_FIELD(server, max_message_size)},
+    {"server", "max_recipients", value_kind::integer, "100", 1, 100000,
+     "Recipients per transaction; past it `452 4.5.3`.", MXG_FIELD(server, max_recipients)},
+    {"server", "max_line_length", value_kind::integer, "2048", 512, 65536,
+     "Longest command line in bytes (RFC 5321 needs 512); longer lines get `500 5.5.2`.",
+     MXG_FIELD(server, max_line_length)},
+    {"server", "max_commands", value_kind::integer, "1000", 10, 10000000,
+     "Commands per session; past it `421 4.7.0` and close.", MXG_FIELD(server, max_commands)},
+    {"server", "max_errors", value_kind::integer, "20", 1, 1000,
+     "Refused commands per session (hard error limit); past it `421 4.7.0` and close.",
+     MXG_FIELD(server, max_errors)},
+    {"server", "soft_error_delay_after", value_kind::integer, "3", 0, 1000,
+     "After this many errors each further error reply is delayed by `error_delay` (tarpit).",
+     MXG_FIELD(server, soft_error_delay_after)},
+    {"server", "error_delay", value_kind::duration, R"("1s")", 0, minute,
+     "Delay before an error reply once `soft_error_delay_after` is passed.",
+     MXG_FIELD(server, error_delay)},
+    {"server", "max_buffered_bytes", value_kind::size, "1073741824", 1 << 20, 1ll << 42,
+     "Message bytes all sessions together may hold in memory; past it new DATA gets `452 4.3.1`.",
+     MXG_FIELD(server, max_buffered_bytes)},
+    {"server", "command_timeout", value_kind::duration, R"("5m")", second, hour,
+     "Time for the client to send one whole command line (RFC 5321 §4.5.3.2: 5 min).",
+     MXG_FIELD(server, command_timeout)},
+    {"server", "data_timeout", value_kind::duration, R"("10m")", second, 2 * hour,
+     "Time for the whole DATA phase, from 354 to the final dot.", MXG_FIELD(server, data_timeout)},
+    {"server", "session_timeout", value_kind::duration, R"("30m")", second, day,
+     "Time for a whole session, from accept to close.", MXG_FIELD(server, session_timeout)},
+    {"server", "banner", value_kind::string, R"("ESMTP mxguard")", 0, 0,
+     "Text after the hostname in the 220 greeting.", MXG_FIELD(server, banner)},
+    {"server", "add_received_header", value_kind::boolean, "true", 0, 0,
+     "Prepend a Received: trace header to relayed mail (RFC 5321 §4.4).",
+     MXG_FIELD(server, add_received_header)},
+    {"server", "proxy_protocol_from", value_kind::string_list, "[]", 0, 0,
+     "Load balancers (CIDR) whose connections start with a PROXY protocol v1/v2 header.",
+     MXG_FIELD(server, proxy_protocol_from)},
+    {"server", "proxy_protocol_timeout", value_kind::duration, R"("10s")", 100, 10 * minute,
+     "Time for a load balancer to send its PROXY header.",
+     MXG_FIELD(server, proxy_protocol_timeout)},
+    // [tls]
+    {"tls", "cert", value_kind::string, R"("")", 0, 0,
+     "PEM certificate chain; with `key`, STARTTLS is offered.", MXG_FIELD(tls, cert)},
+    {"tls", "key", value_kind::string, R"("")", 0, 0, "PEM private key.", MXG_FIELD(tls, key)},
+    {"tls", "handshake_timeout", value_kind::duration, R"("30s")", second, 10 * minute,
+     "Time for a TLS handshake, either side.", MXG_FIELD(tls, handshake_timeout)},
+    {"tls", "relay_starttls", value_kind::boolean, "true", 0, 0,
+     "Use STARTTLS towards a next hop that offers it (opportunistic, not verified).",
+     MXG_FIELD(tls, relay_starttls)},
+    // [relay]
+    {"relay", "domains", value_kind::string_list, "[]", 0, 0,
+     "Recipient domains accepted from anyone; `.example.org` = any subdomain.",
+     MXG_FIELD(relay, domains)},
+    {"relay", "trusted_networks", value_kind::string_list, "[]", 0, 0,
+     "Clients (CIDR) that may relay to any domain, via the `*` route.",
+     MXG_FIELD(relay, trusted_networks)},
+    {"relay", "connect_timeout", value_kind::duration, R"("10s")", 100, 10 * minute,
+     "Time to connect to one next hop and read its banner, before trying the next.",
+     MXG_FIELD(relay, connect_timeout)},
+    {"relay", "command_timeout", value_kind::duration, R"("60s")", 100, hour,
+     "Time for a next hop to answer one command.", MXG_FIELD(relay, command_timeout)},
+    {"relay", "data_timeout", value_kind::duration, R"("5m")", second, hour,
+     "Time for a next hop to take the message and answer the final dot.",
+     MXG_FIELD(relay, data_timeout)},
+    {"relay", "helo_name", value_kind::string, R"("")", 0, 0,
+     "EHLO name towards next hops; empty = `server.hostname`.", MXG_FIELD(relay, helo_name)},
+    // [access]
+    {"access", "rules", value_kind::string_list, "[]", 0, 0,
+     "Client access rules `ADDRESS[/LEN] OK|REJECT|DEFER [text]`; most specific wins.",
+     MXG_FIELD(access, rules)},
+    {"access", "file", value_kind::string, R"("")", 0, 0,
+     "File with more access rules, one a line, `#` comments; reloaded on SIGHUP.",
+     MXG_FIELD(access, file)},
+    // [header_rules]
+    {"header_rules", "rules", value_kind::string_list, "[]", 0, 0,
+     "Ordered `/regex/[flags] REJECT|DISCARD|WARN [text]` over unfolded header lines (RE2).",
+     MXG_FIELD(header_rules, rules)},
+    {"header_rules", "max_header_size", value_kind::size, "102400", 1024, 1 << 24,
+     "A longer unfolded header line is matched on its first this many bytes.",
+     MXG_FIELD(header_rules, max_header_size)},
+    // [log]
+    {"log", "format", value_kind::string, R"("kv")", 0, 0,
+     "`kv` (key=value) or `json`, one line per event; `--log-format` overrides.",
+     MXG_FIELD(log, format)},
+};
+
+#undef MXG_FIELD
+
+}  // namespace
+
+std::span<const setting_spec> settings_table() { return table; }
+
+}  // namespace mxguard::guard

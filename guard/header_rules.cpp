@@ -1,0 +1,128 @@
+#include "header_rules.hpp"
+
+#include <cctype>
+
+#include <re2/re2.h>
+
+namespace mxguard::guard {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+bool printable_ascii(std::string_view s) {
+  for (char c : s)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
+}  // namespace
+
+std::optional<header_rule> header_rule_set::parse_line(std::string_view line, std::string& error) {
+  line = trim(line);
+  if (line.size() < 2 || line.front() != '/') {
+    error = "expected '/regex/[flags] REJECT|DISCARD|WARN [text]'";
+    return std::nullopt;
+  }
+  // The pattern ends at the last '/' that is followed by flags and a space;
+  // a '/' inside the pattern may be written as-is or as '\/'.
+  std::size_t close = std::string_view::npos;
+  for (std::size_t i = 1; i < line.size(); ++i) {
+    if (line[i] == '\\') {
+      ++i;
+      continue;
+    }
+    if (line[i] != '/') continue;
+    std::size_t j = i + 1;
+    while (j < line.size() && std::isalpha(static_cast<unsigned char>(line[j]))) ++j;
+    if (j < line.size() && std::isspace(static_cast<unsigned char>(line[j]))) close = i;
+  }
+  if (close == std::string_view::npos) {
+    error = "unterminated /regex/ or missing action";
+    return std::nullopt;
+  }
+  std::string pattern(line.substr(1, close - 1));
+  std::size_t pos = close + 1;
+  bool case_sensitive = false;
+  while (pos < line.size() && std::isalpha(static_cast<unsigned char>(line[pos]))) {
+    char flag = line[pos++];
+    if (flag == 'i')
+      case_sensitive = false;
+    else if (flag == 'c')
+      case_sensitive = true;
+    else {
+      error = std::string("unknown flag '") + flag + "' (i, c)";
+      return std::nullopt;
+    }
+  }
+  auto rest = trim(line.substr(pos));
+  auto word_end = rest.find_first_of(" \t");
+  std::string word(rest.substr(0, word_end));
+  for (auto& c : word) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  header_rule rule;
+  if (word == "REJECT")
+    rule.what = header_action::reject;
+  else if (word == "DISCARD")
+    rule.what = header_action::discard;
+  else if (word == "WARN")
+    rule.what = header_action::warn;
+  else {
+    error = "unknown action '" + std::string(rest.substr(0, word_end)) + "' (REJECT, DISCARD, WARN)";
+    return std::nullopt;
+  }
+  if (word_end != std::string_view::npos) rule.text = std::string(trim(rest.substr(word_end)));
+  if (!printable_ascii(rule.text)) {
+    error = "rule text must be printable ASCII";
+    return std::nullopt;
+  }
+  RE2::Options options;
+  options.set_case_sensitive(case_sensitive);
+  options.set_log_errors(false);
+  options.set_max_mem(8 << 20);
+  auto re = std::make_shared<RE2>(pattern, options);
+  if (!re->ok()) {
+    error = "bad regular expression: " + re->error();
+    return std::nullopt;
+  }
+  rule.pattern = std::move(re);
+  rule.source = std::string(line);
+  return rule;
+}
+
+verdict header_rule_set::check(std::string_view message, std::size_t max_header_size,
+                               std::vector<std::string>* warnings) const {
+  verdict result;
+  if (rules_.empty()) return result;
+  for_each_header(message, max_header_size, [&](std::string_view header) {
+    if (result.decided()) return;
+    for (std::size_t i = 0; i < rules_.size(); ++i) {
+      const auto& rule = rules_[i];
+      if (!RE2::PartialMatch(header, *rule.pattern)) continue;
+      std::string name = "header_rules[" + std::to_string(i) + "]";
+      switch (rule.what) {
+        case header_action::warn:
+          if (warnings) warnings->push_back(name + (rule.text.empty() ? "" : " " + rule.text));
+          break;
+        case header_action::reject:
+          result.what = action::reject;
+          result.rule = name;
+          result.reply =
+              "550 5.7.1 " + (rule.text.empty() ? std::string("Message content rejected") : rule.text);
+          break;
+        case header_action::discard:
+          result.what = action::discard;
+          result.rule = name;
+          result.reply = "250 2.0.0 Ok";
+          break;
+      }
+      break;  // the first matching rule decides for this header line
+    }
+  });
+  return result;
+}
+
+}  // namespace mxguard::guard

@@ -1,0 +1,135 @@
+// mxguard: the daemon's entry point. Parses the command line, loads and
+// validates the configuration, starts the workers and handles signals:
+// SIGHUP reloads (a bad file is refused and the old one stays in force),
+// SIGTERM/SIGINT stop.
+#include <csignal>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include "config.hpp"
+#include "mxguard/ops/log.hpp"
+#include "runtime.hpp"
+#include "server.hpp"
+
+namespace {
+
+using namespace mxguard;
+using namespace mxguard::guard;
+
+int check_config(const std::string& file) {
+  try {
+    auto cfg = load_config(file);
+    make_snapshot(cfg);  // loads TLS files too
+    std::cout << describe(*cfg);
+    return 0;
+  } catch (const config_error& e) {
+    std::cerr << "mxguard: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+void apply_log_format(const std::string& cli_format, const config& cfg) {
+  const std::string& f = cli_format.empty() ? cfg.values.log.format : cli_format;
+  ops::set_log_format(f == "json" ? ops::log_format::json : ops::log_format::kv);
+}
+
+void reload(daemon_state& state, const std::string& file, const std::string& cli_format) {
+  try {
+    auto cfg = load_config(file);
+    auto snapshot = make_snapshot(cfg);
+    auto old = state.current();
+    if (old->cfg->values.server.listen != cfg->values.server.listen ||
+        old->cfg->values.server.workers != cfg->values.server.workers)
+      ops::log_message(ops::severity::warning, "RELOAD",
+                       "server.listen and server.workers change only on restart");
+    apply_log_format(cli_format, *cfg);
+    state.install(std::move(snapshot));
+    ops::event("RELOAD").add("config", file).add("result", "ok").emit();
+  } catch (const std::exception& e) {
+    ops::event("RELOAD", ops::severity::error)
+        .add("config", file)
+        .add("result", "refused, previous configuration stays in force")
+        .add("error", e.what())
+        .emit();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mxguard: front-line SMTP guard and before-queue relay"};
+  std::string config_file, check_file, log_format;
+  bool print_table = false;
+  app.add_option("-c,--config", config_file, "Run with this TOML configuration file");
+  app.add_option("--check-config", check_file,
+                 "Validate FILE, print the effective configuration (defaults marked) and exit");
+  app.add_option("--log-format", log_format, "Log line format: kv (default) or json")
+      ->check(CLI::IsMember({"kv", "json"}));
+  app.add_flag("--print-settings-table", print_table,
+               "Print the reference table of every setting (Markdown) and exit");
+  app.set_version_flag("--version", "mxguard 0.1.0");
+  CLI11_PARSE(app, argc, argv);
+
+  if (print_table) {
+    std::cout << settings_reference_markdown();
+    return 0;
+  }
+  if (!check_file.empty()) return check_config(check_file);
+  if (config_file.empty()) {
+    std::cerr << "mxguard: --config FILE is required (or --check-config FILE)\n";
+    return 2;
+  }
+
+  std::signal(SIGPIPE, SIG_IGN);
+  daemon_state state;
+  std::shared_ptr<const config> cfg;
+  try {
+    cfg = load_config(config_file);
+    state.install(make_snapshot(cfg));
+  } catch (const std::exception& e) {
+    std::cerr << "mxguard: " << e.what() << "\n";
+    return 1;
+  }
+  apply_log_format(log_format, *cfg);
+
+  // Signals are taken by the main thread's own io_context; block them in the
+  // workers so that none of them is interrupted.
+  boost::asio::io_context control;
+  boost::asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
+  unsigned workers = static_cast<unsigned>(cfg->values.server.workers);
+  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
+  server srv(state);
+  try {
+    srv.start(workers);
+  } catch (const std::exception& e) {
+    std::cerr << "mxguard: " << e.what() << "\n";
+    return 1;
+  }
+  std::string listen;
+  for (const auto& l : cfg->values.server.listen) listen += (listen.empty() ? "" : ",") + l;
+  ops::event("START")
+      .add("version", "0.1.0")
+      .add("config", config_file)
+      .add("listen", listen)
+      .add("workers", workers)
+      .emit();
+
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int number) {
+        if (ec) return;
+        if (number == SIGHUP) {
+          reload(state, config_file, log_format);
+          signals.async_wait(on_signal);
+          return;
+        }
+        ops::event("STOP").add("signal", number).emit();
+        control.stop();
+      };
+  signals.async_wait(on_signal);
+  control.run();
+  srv.stop();
+  return 0;
+}

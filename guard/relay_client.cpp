@@ -1,0 +1,264 @@
+#include "relay_client.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace mxguard::guard {
+
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_reply_lines = 100;
+constexpr std::size_t data_chunk = 64 * 1024;
+
+smtp_reply unreachable() {
+  return smtp_reply::local_reply(451, "4.4.1 Next hop not reachable, try again later");
+}
+smtp_reply timed_out() { return smtp_reply::local_reply(451, "4.4.2 Next hop timed out, try again later"); }
+smtp_reply lost() { return smtp_reply::local_reply(451, "4.4.2 Next hop connection lost, try again later"); }
+smtp_reply garbled() {
+  return smtp_reply::local_reply(451, "4.5.0 Next hop protocol error, try again later");
+}
+
+// Runs `op` with a deadline; nullopt when the deadline passed first (the
+// operation is cancelled by the `||`).
+template <typename T>
+asio::awaitable<std::optional<T>> within(std::chrono::milliseconds limit, asio::awaitable<T> op) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, limit);
+  auto result = co_await (std::move(op) || timer.async_wait(use_tuple));
+  if (result.index() == 0) co_return std::get<0>(std::move(result));
+  co_return std::nullopt;
+}
+
+bool ieq_prefix(std::string_view text, std::string_view word) {
+  if (text.size() < word.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i)
+    if (std::toupper(static_cast<unsigned char>(text[i])) != word[i]) return false;
+  return text.size() == word.size() || text[word.size()] == ' ';
+}
+
+}  // namespace
+
+std::string smtp_reply::to_client() const {
+  std::string out;
+  auto code_text = std::to_string(code);
+  for (std::size_t i = 0; i < lines.size() || i == 0; ++i) {
+    if (i) out.append("\r\n");
+    out.append(code_text);
+    out.push_back(i + 1 < lines.size() ? '-' : ' ');
+    if (i < lines.size())
+      for (char c : lines[i]) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  return out;
+}
+
+std::string smtp_reply::first_line() const {
+  return std::to_string(code) + " " + (lines.empty() ? std::string() : lines.front());
+}
+
+relay_client::~relay_client() = default;
+
+void relay_client::drop() {
+  if (stream_) stream_->close();
+  stream_.reset();
+  input_.clear();
+  route_ = nullptr;
+}
+
+asio::awaitable<smtp_reply> relay_client::read_reply(std::chrono::milliseconds timeout) {
+  smtp_reply reply;
+  auto read_all = [this, &reply]() -> asio::awaitable<smtp_reply> {
+    for (;;) {
+      while (auto line = input_.next()) {
+        auto text = line->text;
+        if (line->state == line_buffer::status::too_long || text.size() < 3 ||
+            !std::isdigit(static_cast<unsigned char>(text[0])) ||
+            !std::isdigit(static_cast<unsigned char>(text[1])) ||
+            !std::isdigit(static_cast<unsigned char>(text[2])) ||
+            (text.size() > 3 && text[3] != ' ' && text[3] != '-'))
+          co_return garbled();
+        int code = (text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0');
+        if (reply.code != 0 && code != reply.code) co_return garbled();
+        reply.code = code;
+        reply.lines.emplace_back(text.size() > 4 ? text.substr(4) : std::string_view());
+        if (text.size() == 3 || text[3] == ' ') {
+          if (code < 200 || code > 599) co_return garbled();
+          co_return reply;
+        }
+        if (reply.lines.size() > max_reply_lines) co_return garbled();
+      }
+      std::size_t room;
+      char* area = input_.write_area(room);
+      auto [ec, n] = co_await stream_->read_some(asio::buffer(area, room));
+      if (ec) co_return lost();
+      input_.commit(n);
+    }
+  };
+  auto result = co_await within(timeout, read_all());
+  if (!result) {
+    drop();
+    co_return timed_out();
+  }
+  // After a made-up reply the connection is in an unknown state: never reuse it.
+  if (result->local) drop();
+  co_return std::move(*result);
+}
+
+asio::awaitable<smtp_reply> relay_client::command(std::string line,
+                                                  std::chrono::milliseconds timeout) {
+  if (!stream_) co_return lost();
+  line.append("\r\n");
+  auto written = co_await within(timeout, stream_->write_all(line));
+  if (!written) {
+    drop();
+    co_return timed_out();
+  }
+  if (*written) {
+    drop();
+    co_return lost();
+  }
+  co_return co_await read_reply(timeout);
+}
+
+asio::awaitable<smtp_reply> relay_client::ehlo(const std::string& helo_name) {
+  auto reply = co_await command("EHLO " + helo_name, timeouts_.command);
+  if (!stream_) co_return reply;
+  if (reply.code >= 500) {
+    reply = co_await command("HELO " + helo_name, timeouts_.command);
+    has_size_ = has_8bitmime_ = has_starttls_ = false;
+    co_return reply;
+  }
+  has_size_ = has_8bitmime_ = has_starttls_ = false;
+  for (std::size_t i = 1; i < reply.lines.size(); ++i) {
+    const auto& l = reply.lines[i];
+    if (ieq_prefix(l, "SIZE")) has_size_ = true;
+    if (ieq_prefix(l, "8BITMIME")) has_8bitmime_ = true;
+    if (ieq_prefix(l, "STARTTLS")) has_starttls_ = true;
+  }
+  co_return reply;
+}
+
+asio::awaitable<smtp_reply> relay_client::try_hop(const host_port& hop,
+                                                  const std::string& helo_name) {
+  auto executor = co_await asio::this_coro::executor;
+  asio::ip::tcp::resolver resolver(executor);
+  // A/AAAA only (numeric hosts need no lookup); never MX: the MX of a domain
+  // we accept points back at us.
+  auto resolved = co_await within(
+      timeouts_.connect,
+      resolver.async_resolve(hop.host, std::to_string(hop.port),
+                             asio::ip::resolver_base::numeric_service, use_tuple));
+  if (!resolved || std::get<0>(*resolved)) co_return unreachable();
+  asio::ip::tcp::socket socket(executor);
+  auto connected =
+      co_await within(timeouts_.connect,
+                      asio::async_connect(socket, std::get<1>(*resolved), use_tuple));
+  if (!connected || std::get<0>(*connected)) co_return unreachable();
+  error_code ignored;
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  auto endpoint = socket.remote_endpoint(ignored);
+  peer_ = endpoint.address().is_v6() ? "[" + endpoint.address().to_string() + "]:" +
+                                           std::to_string(endpoint.port())
+                                     : endpoint.address().to_string() + ":" +
+                                           std::to_string(endpoint.port());
+  stream_ = std::make_unique<smtp_stream>(std::move(socket));
+  input_.clear();
+  auto banner = co_await read_reply(timeouts_.connect);
+  if (banner.code != 220) {
+    drop();
+    co_return banner.code >= 400 ? banner : unreachable();
+  }
+  auto hello = co_await ehlo(helo_name);
+  if (!hello.positive()) {
+    drop();
+    co_return hello.code ? hello : unreachable();
+  }
+  if (has_starttls_ && tls_context_) {
+    auto start = co_await command("STARTTLS", timeouts_.command);
+    if (start.code == 220) {
+      auto handshake =
+          co_await within(timeouts_.tls_handshake, stream_->handshake_client(*tls_context_, hop.host));
+      if (!handshake || *handshake) {
+        drop();
+        co_return unreachable();
+      }
+      hello = co_await ehlo(helo_name);
+      if (!hello.positive()) {
+        drop();
+        co_return unreachable();
+      }
+    } else if (!stream_) {
+      co_return unreachable();
+    }
+  }
+  co_return hello;
+}
+
+asio::awaitable<smtp_reply> relay_client::open(const route& r, const std::string& helo_name) {
+  drop();
+  smtp_reply last = unreachable();
+  for (const auto& hop : r.next_hops) {
+    last = co_await try_hop(hop, helo_name);
+    if (stream_) {
+      route_ = &r;
+      co_return last;
+    }
+  }
+  // Every next hop failed: a transient reply whatever they said, since
+  // another hop or a later try may well take the mail.
+  if (!last.transient()) last = unreachable();
+  co_return last;
+}
+
+asio::awaitable<smtp_reply> relay_client::mail(const std::string& sender,
+                                               std::optional<std::uint64_t> size, bool body_8bit) {
+  std::string line = "MAIL FROM:<" + sender + ">";
+  if (size && has_size_) line += " SIZE=" + std::to_string(*size);
+  if (body_8bit && has_8bitmime_) line += " BODY=8BITMIME";
+  co_return co_await command(std::move(line), timeouts_.command);
+}
+
+asio::awaitable<smtp_reply> relay_client::rcpt(const std::string& recipient) {
+  co_return co_await command("RCPT TO:<" + recipient + ">", timeouts_.command);
+}
+
+asio::awaitable<smtp_reply> relay_client::data(std::string_view prefix, std::string_view message) {
+  auto go = co_await command("DATA", timeouts_.command);
+  if (go.code != 354) co_return go;
+  auto send_all = [&]() -> asio::awaitable<error_code> {
+    if (auto ec = co_await stream_->write_all(prefix)) co_return ec;
+    dot_stuffer stuffer(message);
+    std::string chunk;
+    while (stuffer.next(chunk, data_chunk))
+      if (auto ec = co_await stream_->write_all(chunk)) co_return ec;
+    co_return error_code{};
+  };
+  auto sent = co_await within(timeouts_.data, send_all());
+  if (!sent) {
+    drop();
+    co_return timed_out();
+  }
+  if (*sent) {
+    drop();
+    co_return lost();
+  }
+  co_return co_await read_reply(timeouts_.data);
+}
+
+asio::awaitable<smtp_reply> relay_client::rset() {
+  co_return co_await command("RSET", timeouts_.command);
+}
+
+asio::awaitable<void> relay_client::quit() {
+  if (!stream_) co_return;
+  co_await command("QUIT", std::min(timeouts_.command, std::chrono::milliseconds(2000)));
+  drop();
+}
+
+}  // namespace mxguard::guard

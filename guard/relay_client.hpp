@@ -1,0 +1,94 @@
+// The before-queue relay: an SMTP client towards the next hop, driven by the
+// client's session step by step while the client waits.
+//
+// The session opens it at the first accepted RCPT, passes each RCPT through
+// and hands over the message after end-of-DATA; the client gets the next
+// hop's own replies. Any failure (no next hop reachable, timeout, broken
+// connection, garbage) comes back as a synthesized 4xx reply, never as a
+// success, so no mail is lost: the client keeps it and retries.
+//
+// One instance belongs to one session coroutine (no locking); every
+// operation has a deadline.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include "routes.hpp"
+#include "smtp_framing.hpp"
+#include "smtp_stream.hpp"
+
+namespace mxguard::guard {
+
+struct smtp_reply {
+  int code = 0;
+  std::vector<std::string> lines;  // text after the code and separator
+  bool local = false;  // made up by us (connection trouble), not said by the next hop
+
+  bool positive() const { return code >= 200 && code < 400; }
+  bool transient() const { return code >= 400 && code < 500; }
+  // The reply for our client: same code, each line's text made printable ASCII.
+  std::string to_client() const;
+  std::string first_line() const;
+  static smtp_reply local_reply(int code, std::string text) {
+    return {code, {std::move(text)}, true};
+  }
+};
+
+struct relay_timeouts {
+  std::chrono::milliseconds connect;
+  std::chrono::milliseconds command;
+  std::chrono::milliseconds data;
+  std::chrono::milliseconds tls_handshake;
+};
+
+class relay_client {
+ public:
+  relay_client(asio::any_io_executor executor, relay_timeouts timeouts,
+               asio::ssl::context* tls_context)
+      : executor_(std::move(executor)), timeouts_(timeouts), tls_context_(tls_context) {}
+  ~relay_client();
+
+  // Connects to the first next hop of `r` that answers with a 2xx banner and
+  // EHLO/HELO, upgrading to TLS when offered. On failure a 451 reply.
+  asio::awaitable<smtp_reply> open(const route& r, const std::string& helo_name);
+  asio::awaitable<smtp_reply> mail(const std::string& sender, std::optional<std::uint64_t> size,
+                                   bool body_8bit);
+  asio::awaitable<smtp_reply> rcpt(const std::string& recipient);
+  // DATA, then `prefix` (our Received header) and the dot-stuffed message.
+  asio::awaitable<smtp_reply> data(std::string_view prefix, std::string_view message);
+  asio::awaitable<smtp_reply> rset();
+  // Polite QUIT with a short deadline, then close.
+  asio::awaitable<void> quit();
+
+  bool connected() const { return stream_ != nullptr; }
+  const route* current_route() const { return route_; }
+  const std::string& peer() const { return peer_; }  // "ip:port" of the next hop in use
+  bool tls() const { return stream_ && stream_->is_tls(); }
+
+ private:
+  asio::awaitable<smtp_reply> command(std::string line, std::chrono::milliseconds timeout);
+  asio::awaitable<smtp_reply> read_reply(std::chrono::milliseconds timeout);
+  asio::awaitable<smtp_reply> try_hop(const host_port& hop, const std::string& helo_name);
+  asio::awaitable<smtp_reply> ehlo(const std::string& helo_name);
+  void drop();
+
+  asio::any_io_executor executor_;
+  relay_timeouts timeouts_;
+  asio::ssl::context* tls_context_;
+  std::unique_ptr<smtp_stream> stream_;
+  line_buffer input_{4096};
+  const route* route_ = nullptr;
+  std::string peer_;
+  bool has_size_ = false;
+  bool has_8bitmime_ = false;
+  bool has_starttls_ = false;
+};
+
+}  // namespace mxguard::guard

@@ -1,0 +1,52 @@
+// The daemon's shared state: the current configuration snapshot (swapped on
+// SIGHUP), the admission counters, and process-wide budgets.
+//
+// A session takes the snapshot once, at accept, and keeps it for its life, so
+// a reload never changes the rules under a transaction in progress.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include <boost/asio/ssl/context.hpp>
+
+#include "admission.hpp"
+#include "config.hpp"
+#include "policy.hpp"
+
+namespace mxguard::guard {
+
+struct runtime_snapshot {
+  std::shared_ptr<const config> cfg;
+  std::shared_ptr<boost::asio::ssl::context> server_tls;  // null: STARTTLS not offered
+  std::shared_ptr<const policy_chain> policy;
+};
+
+// Builds everything a snapshot holds from a validated config (TLS contexts
+// load their files here; a failure is a config_error).
+std::shared_ptr<const runtime_snapshot> make_snapshot(std::shared_ptr<const config> cfg);
+
+class daemon_state {
+ public:
+  daemon_state();
+
+  std::shared_ptr<const runtime_snapshot> current() const { return current_.load(); }
+  void install(std::shared_ptr<const runtime_snapshot> next) { current_.store(std::move(next)); }
+
+  admission& slots() { return slots_; }
+  boost::asio::ssl::context& relay_tls() { return relay_tls_; }
+  std::uint64_t next_session_number() { return session_counter_.fetch_add(1) + 1; }
+
+  // Message bytes held by all sessions (server.max_buffered_bytes).
+  std::atomic<std::int64_t>& buffered_bytes() { return buffered_bytes_; }
+
+ private:
+  std::atomic<std::shared_ptr<const runtime_snapshot>> current_;
+  admission slots_;
+  boost::asio::ssl::context relay_tls_;
+  std::atomic<std::uint64_t> session_counter_{0};
+  std::atomic<std::int64_t> buffered_bytes_{0};
+};
+
+}  // namespace mxguard::guard

@@ -1,0 +1,774 @@
+#include "session.hpp"
+
+#include <ctime>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+#include "mxguard/ops/log.hpp"
+#include "relay_client.hpp"
+#include "smtp_framing.hpp"
+#include "smtp_stream.hpp"
+#include "smtp_syntax.hpp"
+
+namespace mxguard::guard {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// Time allowed to deliver a last reply (421 on timeout) to a client that may
+// not be reading any more.
+constexpr std::chrono::seconds goodbye_time{10};
+
+std::string rfc5322_date(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+std::string endpoint_text(const asio::ip::address& a, std::uint16_t port) {
+  return a.is_v6() ? fmt::format("[{}]:{}", a.to_string(), port)
+                   : fmt::format("{}:{}", a.to_string(), port);
+}
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
+          std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state, session_slot slot,
+          bool allowlisted)
+      : snapshot_(std::move(snapshot)),
+        cfg_(*snapshot_->cfg),
+        limits_(cfg_.values.server),
+        state_(state),
+        slot_(std::move(slot)),
+        stream_(std::move(socket)),
+        in_(static_cast<std::size_t>(limits_.max_line_length)),
+        watchdog_(stream_.socket().get_executor()),
+        relay_(stream_.socket().get_executor(),
+               {cfg_.values.relay.connect_timeout, cfg_.values.relay.command_timeout,
+                cfg_.values.relay.data_timeout, cfg_.values.tls.handshake_timeout},
+               cfg_.values.tls.relay_starttls ? &state.relay_tls() : nullptr),
+        allowlisted_(allowlisted) {
+    facts_.id = fmt::format("{:012x}", state.next_session_number());
+    facts_.client = normalize(client.address());
+    facts_.client_port = client.port();
+    facts_.trusted = cfg_.is_trusted(facts_.client);
+    client_text_ = endpoint_text(facts_.client, facts_.client_port);
+  }
+
+  asio::awaitable<void> run();
+
+ private:
+  // --- deadlines ---------------------------------------------------------
+  asio::awaitable<void> watchdog(std::shared_ptr<session> self);
+  void set_deadline(clock::duration within) {
+    deadline_ = std::min(clock::now() + within, session_deadline_);
+    if (deadline_ < watchdog_.expiry()) watchdog_.cancel();  // wake it to re-arm earlier
+  }
+
+  // --- I/O ---------------------------------------------------------------
+  void reply(std::string_view text) {
+    out_.append(text);
+    out_.append("\r\n");
+  }
+  asio::awaitable<bool> flush();
+  asio::awaitable<std::optional<line_buffer::line>> next_command();
+  asio::awaitable<void> close_with(std::string_view text);
+
+  // --- protocol ----------------------------------------------------------
+  asio::awaitable<void> dispatch(const line_buffer::line& line);
+  asio::awaitable<void> refuse(std::string_view stage_name, std::string_view rule,
+                               std::string_view text);
+  asio::awaitable<void> on_helo(const command& cmd, bool extended);
+  asio::awaitable<void> on_mail(const command& cmd);
+  asio::awaitable<void> on_rcpt(const command& cmd);
+  asio::awaitable<void> on_data();
+  asio::awaitable<void> on_starttls(const command& cmd);
+  asio::awaitable<void> on_rset();
+  asio::awaitable<void> receive_message(data_reader& reader, bool& budget_exceeded);
+  asio::awaitable<void> deliver(data_reader& reader);
+  asio::awaitable<void> abandon_relay_transaction();
+  void reset_transaction();
+  std::string received_header() const;
+  bool apply_policy_refusal(const verdict& v, std::string_view stage_name);
+  check_input input(const mailbox* rcpt = nullptr, std::string_view message = {}) const {
+    return {facts_, envelope_, rcpt, message, std::chrono::system_clock::now()};
+  }
+
+  std::shared_ptr<const runtime_snapshot> snapshot_;
+  const config& cfg_;
+  const server_settings& limits_;
+  daemon_state& state_;
+  session_slot slot_;
+  smtp_stream stream_;
+  line_buffer in_;
+  std::string out_;
+  asio::steady_timer watchdog_;
+  relay_client relay_;
+  session_facts facts_;
+  envelope envelope_;
+  const route* route_ = nullptr;  // of the open transaction
+  bool relay_mail_sent_ = false;  // the next hop has our MAIL FROM for this transaction
+  std::int64_t reserved_bytes_ = 0;  // our share of daemon_state::buffered_bytes
+  std::string client_text_;
+  bool allowlisted_;
+
+  clock::time_point started_ = clock::now();
+  clock::time_point session_deadline_;
+  clock::time_point deadline_ = clock::time_point::max();
+  bool expired_ = false;   // the watchdog fired
+  bool finished_ = false;  // the session is over; the watchdog stops
+  bool quit_ = false;
+  bool helo_seen_ = false;
+  std::int64_t commands_ = 0;
+  std::int64_t errors_ = 0;
+  std::int64_t messages_ = 0;
+  std::int64_t refused_ = 0;
+};
+
+// --- deadlines -------------------------------------------------------------
+
+asio::awaitable<void> session::watchdog(std::shared_ptr<session> self) {
+  while (!finished_) {
+    watchdog_.expires_at(deadline_);
+    co_await watchdog_.async_wait(use_tuple);
+    if (finished_) break;
+    if (clock::now() >= deadline_) {
+      expired_ = true;
+      deadline_ = clock::time_point::max();
+      stream_.cancel();
+    }
+  }
+}
+
+// --- I/O -------------------------------------------------------------------
+
+asio::awaitable<bool> session::flush() {
+  if (out_.empty()) co_return true;
+  auto ec = co_await stream_.write_all(out_);
+  out_.clear();
+  co_return !ec;
+}
+
+asio::awaitable<std::optional<line_buffer::line>> session::next_command() {
+  set_deadline(limits_.command_timeout);
+  for (;;) {
+    if (auto line = in_.next()) co_return line;
+    if (!co_await flush()) co_return std::nullopt;
+    // Hold no input buffer while the client is silent: an idle session costs
+    // its coroutine frame and little else.
+    in_.release_if_empty();
+    if (auto ec = co_await stream_.wait_readable()) co_return std::nullopt;
+    std::size_t room;
+    char* area = in_.write_area(room);
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(area, room));
+    if (ec) co_return std::nullopt;
+    in_.commit(n);
+  }
+}
+
+asio::awaitable<void> session::close_with(std::string_view text) {
+  if (!text.empty()) {
+    expired_ = false;
+    set_deadline(goodbye_time);
+    reply(text);
+    co_await flush();
+  }
+  quit_ = true;
+}
+
+// --- protocol ----------------------------------------------------------------
+
+asio::awaitable<void> session::run() {
+  auto self = shared_from_this();
+  session_deadline_ = started_ + limits_.session_timeout;
+  asio::co_spawn(stream_.socket().get_executor(), watchdog(self), [](std::exception_ptr) {});
+
+  error_code ignored;
+  stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+  ops::event("CONNECT")
+      .add("sid", facts_.id)
+      .add("client", client_text_)
+      .add("trusted", facts_.trusted ? "yes" : "no")
+      .add("allowlisted", allowlisted_ ? "yes" : "no")
+      .emit();
+
+  bool refused_at_connect = false;
+  if (!allowlisted_ && !snapshot_->policy->empty_for(stage::connect)) {
+    auto v = co_await snapshot_->policy->run(stage::connect, input());
+    if (v.what == action::reject || v.what == action::defer || v.what == action::drop) {
+      ++refused_;
+      ops::event("REJECT")
+          .add("stage", "connect")
+          .add("rule", v.rule)
+          .add("client", client_text_)
+          .add("sid", facts_.id)
+          .add("reply", v.reply)
+          .emit();
+      co_await close_with(v.reply);
+      refused_at_connect = true;
+    }
+  }
+
+  if (!refused_at_connect) {
+    set_deadline(limits_.command_timeout);
+    reply(fmt::format("220 {} {}", limits_.hostname, limits_.banner));
+    while (!quit_) {
+      auto line = co_await next_command();
+      if (!line) {
+        if (expired_) {
+          ops::event("TIMEOUT")
+              .add("sid", facts_.id)
+              .add("client", client_text_)
+              .add("stage", envelope_.open ? "transaction" : "command")
+              .emit();
+          co_await close_with(fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
+        }
+        break;
+      }
+      co_await dispatch(*line);
+      if (!quit_ && !expired_ && commands_ >= limits_.max_commands) {
+        ops::event("REJECT")
+            .add("stage", "session")
+            .add("rule", "max_commands")
+            .add("client", client_text_)
+            .add("sid", facts_.id)
+            .emit();
+        co_await close_with("421 4.7.0 Error: too many commands");
+      }
+    }
+    co_await flush();
+  }
+
+  if (relay_.connected()) co_await relay_.quit();
+  reset_transaction();
+  finished_ = true;
+  watchdog_.cancel();
+  stream_.close();
+  ops::event("DISCONNECT")
+      .add("sid", facts_.id)
+      .add("client", client_text_)
+      .add("helo", facts_.helo)
+      .add("commands", commands_)
+      .add("errors", errors_)
+      .add("messages", messages_)
+      .add("refused", refused_)
+      .add("duration_ms",
+           std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started_).count())
+      .emit();
+}
+
+asio::awaitable<void> session::refuse(std::string_view stage_name, std::string_view rule,
+                                      std::string_view text) {
+  ++errors_;
+  ops::event("REJECT")
+      .add("stage", stage_name)
+      .add("rule", rule)
+      .add("client", client_text_)
+      .add("sid", facts_.id)
+      .add("helo", facts_.helo)
+      .add("from", envelope_.open ? envelope_.sender.text() : std::string())
+      .add("reply", text)
+      .emit();
+  if (errors_ >= limits_.max_errors) {
+    reply(text);
+    co_await close_with("421 4.7.0 Error: too many errors");
+    co_return;
+  }
+  if (errors_ > limits_.soft_error_delay_after && limits_.error_delay.count() > 0) {
+    // Tarpit: a client that keeps failing gets slower answers (Postfix's
+    // smtpd_error_sleep_time); a real MTA rarely gets here.
+    co_await flush();
+    asio::steady_timer delay(stream_.socket().get_executor(), limits_.error_delay);
+    co_await delay.async_wait(use_tuple);
+  }
+  reply(text);
+}
+
+asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
+  ++commands_;
+  switch (line.state) {
+    case line_buffer::status::too_long:
+      co_return co_await refuse("command", "max_line_length", "500 5.5.2 Error: line too long");
+    case line_buffer::status::bare_lf:
+      co_return co_await refuse("command", "bare_lf", "500 5.5.2 Error: bare <LF> received");
+    case line_buffer::status::ok:
+      break;
+  }
+  switch (inspect_command_line(line.text)) {
+    case line_problem::none: break;
+    case line_problem::bare_cr:
+      co_return co_await refuse("command", "bare_cr", "500 5.5.2 Error: bare <CR> received");
+    case line_problem::nul:
+      co_return co_await refuse("command", "nul", "500 5.5.2 Error: NUL character in command");
+    case line_problem::eight_bit:
+      co_return co_await refuse("command", "8bit",
+                                "500 5.5.2 Error: 8-bit characters in command (no SMTPUTF8)");
+    case line_problem::control:
+      co_return co_await refuse("command", "control",
+                                "500 5.5.2 Error: control character in command");
+  }
+  auto cmd = parse_command(line.text);
+  switch (cmd.what) {
+    case verb::helo: co_return co_await on_helo(cmd, false);
+    case verb::ehlo: co_return co_await on_helo(cmd, true);
+    case verb::mail: co_return co_await on_mail(cmd);
+    case verb::rcpt: co_return co_await on_rcpt(cmd);
+    case verb::data:
+      if (!cmd.argument.empty())
+        co_return co_await refuse("data", "syntax", "501 5.5.4 Syntax: DATA");
+      co_return co_await on_data();
+    case verb::rset:
+      if (!cmd.argument.empty())
+        co_return co_await refuse("rset", "syntax", "501 5.5.4 Syntax: RSET");
+      co_return co_await on_rset();
+    case verb::noop: reply("250 2.0.0 Ok"); co_return;
+    case verb::quit:
+      reply(fmt::format("221 2.0.0 {} closing connection", limits_.hostname));
+      quit_ = true;
+      co_return;
+    case verb::help:
+      reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS");
+      co_return;
+    case verb::vrfy:
+      if (cmd.argument.empty())
+        co_return co_await refuse("vrfy", "syntax", "501 5.5.4 Syntax: VRFY address");
+      // Never reveal which users exist (directory harvesting); 252 is the
+      // RFC 5321 §3.5.3 answer for "cannot verify, but will try".
+      reply("252 2.0.0 Cannot VRFY user; try RCPT to attempt delivery");
+      co_return;
+    case verb::expn:
+      co_return co_await refuse("expn", "expn", "502 5.5.1 Error: EXPN not available");
+    case verb::starttls: co_return co_await on_starttls(cmd);
+    case verb::auth:
+      co_return co_await refuse("auth", "auth", "503 5.5.1 Error: authentication not enabled");
+    case verb::bdat:
+      co_return co_await refuse("bdat", "bdat", "502 5.5.1 Error: CHUNKING not offered");
+    case verb::unknown:
+      break;
+  }
+  // HTTP and proxy requests sent to port 25 are attacks or misdirected
+  // scanners: stop at once (Postfix smtpd_forbidden_commands).
+  static constexpr std::string_view forbidden[] = {"GET", "POST", "HEAD", "CONNECT", "PUT"};
+  for (auto f : forbidden)
+    if (cmd.name == f) {
+      ++errors_;
+      ops::event("REJECT")
+          .add("stage", "command")
+          .add("rule", "forbidden_command")
+          .add("client", client_text_)
+          .add("sid", facts_.id)
+          .add("command", cmd.name)
+          .emit();
+      co_return co_await close_with("421 4.7.0 Error: non-SMTP command, closing");
+    }
+  co_await refuse("command", "unknown_command", "500 5.5.2 Error: command not recognized");
+}
+
+asio::awaitable<void> session::on_helo(const command& cmd, bool extended) {
+  if (!valid_helo(cmd.argument))
+    co_return co_await refuse("helo", "syntax",
+                              extended ? "501 5.5.4 Syntax: EHLO hostname"
+                                       : "501 5.5.4 Syntax: HELO hostname");
+  co_await abandon_relay_transaction();
+  reset_transaction();
+  facts_.helo = std::string(cmd.argument);
+  facts_.esmtp = extended;
+  auto v = co_await snapshot_->policy->run(stage::helo, input());
+  if (apply_policy_refusal(v, "helo")) co_return;
+  helo_seen_ = true;
+  if (!extended) {
+    reply(fmt::format("250 {}", limits_.hostname));
+    co_return;
+  }
+  reply(fmt::format("250-{}", limits_.hostname));
+  reply("250-PIPELINING");
+  reply(fmt::format("250-SIZE {}", limits_.max_message_size));
+  if (snapshot_->server_tls && !stream_.is_tls()) reply("250-STARTTLS");
+  reply("250-8BITMIME");
+  reply("250 ENHANCEDSTATUSCODES");
+}
+
+asio::awaitable<void> session::abandon_relay_transaction() {
+  if (relay_mail_sent_ && relay_.connected()) {
+    auto r = co_await relay_.rset();
+    // A next hop that will not reset is not reused.
+    if (!r.positive() && relay_.connected()) co_await relay_.quit();
+  }
+  relay_mail_sent_ = false;
+}
+
+void session::reset_transaction() {
+  envelope_ = envelope{};
+  route_ = nullptr;
+  if (reserved_bytes_) {
+    state_.buffered_bytes().fetch_sub(reserved_bytes_, std::memory_order_relaxed);
+    reserved_bytes_ = 0;
+  }
+}
+
+bool session::apply_policy_refusal(const verdict& v, std::string_view stage_name) {
+  if (v.what != action::reject && v.what != action::defer && v.what != action::drop) return false;
+  ++errors_;
+  ++refused_;
+  ops::event("REJECT")
+      .add("stage", stage_name)
+      .add("rule", v.rule)
+      .add("client", client_text_)
+      .add("sid", facts_.id)
+      .add("helo", facts_.helo)
+      .add("from", envelope_.open ? envelope_.sender.text() : std::string())
+      .add("reply", v.reply)
+      .emit();
+  reply(v.reply);
+  if (v.what == action::drop) quit_ = true;
+  return true;
+}
+
+asio::awaitable<void> session::on_mail(const command& cmd) {
+  if (!helo_seen_)
+    co_return co_await refuse("mail", "sequence", "503 5.5.1 Error: send HELO/EHLO first");
+  if (envelope_.open)
+    co_return co_await refuse("mail", "sequence", "503 5.5.1 Error: nested MAIL command");
+  auto path = parse_path_argument(cmd.argument, "FROM");
+  if (path.error != path_error::none)
+    co_return co_await refuse("mail", "syntax",
+                              path.error == path_error::too_long
+                                  ? "501 5.1.7 Sender address too long"
+                                  : "501 5.1.7 Bad sender address syntax");
+  envelope next;
+  next.null_sender = path.null_sender;
+  next.sender = path.address;
+  for (const auto& [key, value] : path.parameters) {
+    if (key == "SIZE") {
+      auto size = parse_size_parameter(value);
+      if (!size) co_return co_await refuse("mail", "syntax", "501 5.5.4 Bad SIZE parameter");
+      if (*size > static_cast<std::uint64_t>(limits_.max_message_size))
+        co_return co_await refuse("mail", "max_message_size",
+                                  "552 5.3.4 Message size exceeds fixed limit");
+      next.declared_size = *size;
+    } else if (key == "BODY") {
+      std::string body = lower_ascii(value);
+      if (body != "7bit" && body != "8bitmime")
+        co_return co_await refuse("mail", "syntax", "501 5.5.4 Bad BODY parameter");
+      next.body_8bit = body == "8bitmime";
+    } else {
+      co_return co_await refuse("mail", "parameter",
+                                "555 5.5.4 Unsupported option: " + key.substr(0, 40));
+    }
+  }
+  next.open = true;
+  envelope_ = std::move(next);
+  auto v = co_await snapshot_->policy->run(stage::mail, input());
+  if (apply_policy_refusal(v, "mail")) {
+    envelope_ = envelope{};
+    co_return;
+  }
+  reply("250 2.1.0 Ok");
+}
+
+asio::awaitable<void> session::on_rcpt(const command& cmd) {
+  if (!envelope_.open)
+    co_return co_await refuse("rcpt", "sequence", "503 5.5.1 Error: need MAIL command");
+  auto path = parse_path_argument(cmd.argument, "TO");
+  if (path.error != path_error::none || path.null_sender)
+    co_return co_await refuse("rcpt", "syntax",
+                              path.error == path_error::too_long
+                                  ? "501 5.1.3 Recipient address too long"
+                                  : "501 5.1.3 Bad recipient address syntax");
+  if (!path.parameters.empty())
+    co_return co_await refuse("rcpt", "parameter",
+                              "555 5.5.4 Unsupported option: " + path.parameters[0].first.substr(0, 40));
+  if (static_cast<std::int64_t>(envelope_.recipients.size()) >= limits_.max_recipients)
+    co_return co_await refuse("rcpt", "max_recipients", "452 4.5.3 Error: too many recipients");
+
+  mailbox rcpt = path.address;
+  if (rcpt.domain.empty()) {
+    // <postmaster> without a domain (RFC 5321 §4.5.1) goes to the first
+    // exact relay domain's postmaster.
+    for (const auto& d : cfg_.relay_domains.patterns())
+      if (!d.starts_with('.')) {
+        rcpt.domain = d;
+        break;
+      }
+    if (rcpt.domain.empty())
+      co_return co_await refuse("rcpt", "relay", "554 5.7.1 Relay access denied");
+  }
+  // Relay tricks are refused for everyone, trusted clients included: no
+  // legitimate MTA needs them, and an inner server might honour them.
+  if (path.trick != path_error::none)
+    co_return co_await refuse("rcpt", std::string("relay_trick:") + to_string(path.trick),
+                              "554 5.7.1 Relay access denied");
+  const bool local = cfg_.relay_domains.matches(rcpt.domain);
+  const route* r = cfg_.routes.find(rcpt.domain);
+  if ((!local && !facts_.trusted) || !r)
+    co_return co_await refuse("rcpt", "relay", "554 5.7.1 Relay access denied");
+  if (route_ && r != route_)
+    co_return co_await refuse(
+        "rcpt", "route_split",
+        "452 4.5.3 Error: recipients for another route, send them in a new transaction");
+  if (!envelope_.recipients.empty() && !relay_.connected())
+    co_return co_await refuse("rcpt", "next_hop",
+                              "451 4.4.2 Next hop connection lost, try again later");
+
+  auto v = co_await snapshot_->policy->run(stage::rcpt, input(&rcpt));
+  if (apply_policy_refusal(v, "rcpt")) co_return;
+
+  // The before-queue relay: the next hop decides on the recipient while the
+  // client waits, so unknown users are refused here, never bounced later.
+  if (!relay_mail_sent_) {
+    if (relay_.connected() && relay_.current_route() != r) co_await relay_.quit();
+    if (!relay_.connected()) {
+      const auto& helo = cfg_.values.relay.helo_name.empty() ? limits_.hostname
+                                                             : cfg_.values.relay.helo_name;
+      auto opened = co_await relay_.open(*r, helo);
+      if (!relay_.connected()) {
+        ops::event("NEXTHOP")
+            .add("sid", facts_.id)
+            .add("route", r->domain)
+            .add("result", opened.first_line())
+            .emit();
+        co_return co_await refuse("rcpt", "next_hop", opened.to_client());
+      }
+    }
+    auto mailed = co_await relay_.mail(envelope_.sender.text(), envelope_.declared_size,
+                                       envelope_.body_8bit);
+    if (!mailed.positive())
+      co_return co_await refuse("rcpt", "next_hop_mail", mailed.to_client());
+    relay_mail_sent_ = true;
+  }
+  auto answer = co_await relay_.rcpt(rcpt.text());
+  if (!answer.positive()) {
+    ++refused_;
+    co_return co_await refuse("rcpt", answer.local ? "next_hop" : "next_hop_rcpt",
+                              answer.to_client());
+  }
+  route_ = r;
+  envelope_.recipients.push_back(std::move(rcpt));
+  reply(answer.to_client());
+}
+
+asio::awaitable<void> session::on_rset() {
+  co_await abandon_relay_transaction();
+  reset_transaction();
+  reply("250 2.0.0 Ok");
+}
+
+asio::awaitable<void> session::on_starttls(const command& cmd) {
+  if (!snapshot_->server_tls || stream_.is_tls())
+    co_return co_await refuse("starttls", "starttls", "502 5.5.1 Error: STARTTLS not offered");
+  if (!cmd.argument.empty())
+    co_return co_await refuse("starttls", "syntax", "501 5.5.4 Syntax: STARTTLS");
+  reply("220 2.0.0 Ready to start TLS");
+  if (!co_await flush()) {
+    quit_ = true;
+    co_return;
+  }
+  // Plaintext pipelined after STARTTLS would be taken as if it came over
+  // TLS (CVE-2011-0411): drop it and count it as an attack.
+  if (in_.buffered() > 0) {
+    ops::event("REJECT")
+        .add("stage", "starttls")
+        .add("rule", "starttls_injection")
+        .add("client", client_text_)
+        .add("sid", facts_.id)
+        .emit();
+    in_.clear();
+  }
+  set_deadline(cfg_.values.tls.handshake_timeout);
+  auto ec = co_await stream_.handshake_server(*snapshot_->server_tls);
+  if (ec) {
+    ops::event("TLS", ops::severity::warning)
+        .add("sid", facts_.id)
+        .add("client", client_text_)
+        .add("error", ec.message())
+        .emit();
+    quit_ = true;
+    co_return;
+  }
+  // RFC 3207 §4.2: forget everything learned before the handshake.
+  co_await abandon_relay_transaction();
+  reset_transaction();
+  helo_seen_ = false;
+  facts_.helo.clear();
+  facts_.tls = true;
+  ops::event("TLS").add("sid", facts_.id).add("client", client_text_).add("cipher", stream_.tls_description()).emit();
+}
+
+asio::awaitable<void> session::receive_message(data_reader& reader, bool& budget_exceeded) {
+  // Bytes the client pipelined right after DATA are already buffered.
+  auto feed = [&](std::string_view bytes) {
+    std::size_t before = reader.size();
+    std::size_t used = reader.feed(bytes);
+    auto grown = static_cast<std::int64_t>(reader.size() - before);
+    if (!reader.too_big() && !budget_exceeded && grown > 0) {
+      auto total = state_.buffered_bytes().fetch_add(grown, std::memory_order_relaxed) + grown;
+      reserved_bytes_ += grown;
+      if (total > limits_.max_buffered_bytes) budget_exceeded = true;
+    }
+    return used;
+  };
+  in_.consume(feed(in_.pending()));
+  while (!reader.done()) {
+    std::size_t room;
+    char* area = in_.write_area(room);
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(area, room));
+    if (ec) co_return;
+    in_.commit(n);
+    in_.consume(feed(in_.pending()));
+  }
+}
+
+std::string session::received_header() const {
+  std::string proto = stream_.is_tls() ? "ESMTPS" : (facts_.esmtp ? "ESMTP" : "SMTP");
+  std::string helo = ops::escape_client_text(facts_.helo, 100);
+  for (auto& c : helo)
+    if (c == '(' || c == ')' || c == '\\') c = '_';
+  std::string tls = stream_.is_tls() ? fmt::format(" ({})", stream_.tls_description()) : "";
+  return fmt::format(
+      "Received: from {} ([{}])\r\n\tby {} (mxguard) with {}{} id {}-{};\r\n\t{}\r\n", helo,
+      facts_.client.to_string(), limits_.hostname, proto, tls, facts_.id, messages_,
+      rfc5322_date(std::chrono::system_clock::now()));
+}
+
+asio::awaitable<void> session::on_data() {
+  if (!envelope_.open)
+    co_return co_await refuse("data", "sequence", "503 5.5.1 Error: need MAIL command");
+  if (envelope_.recipients.empty())
+    co_return co_await refuse("data", "sequence", "554 5.5.1 Error: no valid recipients");
+  if (!relay_.connected()) {
+    co_await refuse("data", "next_hop", "451 4.4.2 Next hop connection lost, try again later");
+    reset_transaction();
+    relay_mail_sent_ = false;
+    co_return;
+  }
+  if (state_.buffered_bytes().load(std::memory_order_relaxed) >= limits_.max_buffered_bytes)
+    co_return co_await refuse("data", "max_buffered_bytes",
+                              "452 4.3.1 Insufficient system storage, try again later");
+  auto v = co_await snapshot_->policy->run(stage::data, input());
+  if (apply_policy_refusal(v, "data")) co_return;
+
+  reply("354 End data with <CR><LF>.<CR><LF>");
+  if (!co_await flush()) {
+    quit_ = true;
+    co_return;
+  }
+  set_deadline(limits_.data_timeout);
+  data_reader reader(static_cast<std::size_t>(limits_.max_message_size));
+  bool budget_exceeded = false;
+  co_await receive_message(reader, budget_exceeded);
+  if (!reader.done()) {
+    // Disconnected or timed out mid-DATA: nothing was relayed, the client
+    // still has the message. The next hop's transaction is abandoned with
+    // the connection.
+    if (expired_) {
+      ops::event("TIMEOUT").add("sid", facts_.id).add("client", client_text_).add("stage", "data").emit();
+      co_await close_with(fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
+    } else {
+      quit_ = true;
+    }
+    relay_mail_sent_ = false;
+    if (relay_.connected()) co_await relay_.quit();
+    reset_transaction();
+    co_return;
+  }
+  if (budget_exceeded) {
+    // Read whole (so the dialogue stays in step) but not kept: too many
+    // sessions hold messages at once.
+    co_await refuse("end_of_data", "max_buffered_bytes",
+                    "452 4.3.1 Insufficient system storage, try again later");
+  } else {
+    co_await deliver(reader);
+  }
+  co_await abandon_relay_transaction();
+  relay_mail_sent_ = false;
+  reset_transaction();
+}
+
+asio::awaitable<void> session::deliver(data_reader& reader) {
+  auto log_transaction = [&](std::string_view word, std::string_view rule, std::string_view reply_text,
+                             std::string_view next_hop_reply) {
+    std::string rcpts;
+    for (const auto& r : envelope_.recipients) rcpts += (rcpts.empty() ? "" : ",") + r.text();
+    ops::event(word)
+        .add("stage", "end_of_data")
+        .add("rule", rule)
+        .add("client", client_text_)
+        .add("sid", facts_.id)
+        .add("helo", facts_.helo)
+        .add("from", envelope_.sender.text())
+        .add("to", rcpts)
+        .add("size", static_cast<std::int64_t>(reader.size()))
+        .add("reply", reply_text)
+        .add("next_hop", relay_.peer())
+        .add("next_hop_reply", next_hop_reply)
+        .emit();
+  };
+  if (reader.too_big()) {
+    ++refused_;
+    const char* text = "552 5.3.4 Error: message too large";
+    log_transaction("REJECT", "max_message_size", text, "");
+    co_return co_await refuse("end_of_data", "max_message_size", text);
+  }
+  if (reader.bare_lf() || reader.bare_cr())
+    ops::event("NORMALIZE")
+        .add("sid", facts_.id)
+        .add("bare_lf", static_cast<std::int64_t>(reader.bare_lf()))
+        .add("bare_cr", static_cast<std::int64_t>(reader.bare_cr()))
+        .emit();
+  auto v = co_await snapshot_->policy->run(stage::end_of_data, input(nullptr, reader.message()));
+  if (v.what == action::discard) {
+    ++messages_;
+    log_transaction("DISCARD", v.rule, v.reply, "");
+    reply(v.reply.empty() ? "250 2.0.0 Ok" : v.reply);
+    co_return;
+  }
+  if (v.what == action::reject || v.what == action::defer || v.what == action::drop) {
+    ++refused_;
+    log_transaction("REJECT", v.rule, v.reply, "");
+    reply(v.reply);
+    if (v.what == action::drop) quit_ = true;
+    co_return;
+  }
+  std::string prefix = limits_.add_received_header ? received_header() : std::string();
+  auto answer = co_await relay_.data(prefix, reader.message());
+  relay_mail_sent_ = false;  // the next hop's transaction is over, whatever it said
+  std::string text = answer.to_client();
+  if (answer.positive()) {
+    ++messages_;
+    log_transaction("RELAY", "next_hop", text, answer.first_line());
+  } else {
+    ++refused_;
+    log_transaction("REJECT", answer.local ? "next_hop" : "next_hop_data", text,
+                    answer.first_line());
+  }
+  reply(text);
+}
+
+}  // namespace
+
+void start_session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
+                   std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state,
+                   session_slot slot, bool allowlisted) {
+  auto executor = socket.get_executor();
+  auto s = std::make_shared<session>(std::move(socket), client, std::move(snapshot), state,
+                                     std::move(slot), allowlisted);
+  asio::co_spawn(executor, [s]() { return s->run(); },
+                 [](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     ops::log_message(ops::severity::error, "SESSION_ERROR", ex.what());
+                   }
+                 });
+}
+
+}  // namespace mxguard::guard
