@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <set>
@@ -249,6 +250,14 @@ void compile(config& cfg, const toml::table& root) {
             auto hp = text ? parse_host_port(*text) : std::nullopt;
             if (!hp || hp->port == 0)
               fail(file, h, key + ".next_hops", "each next hop must be \"HOST:PORT\"");
+            // The host is resolved (A/AAAA) at delivery time; a name that can
+            // never resolve ("mx example", a quote) is a typo to report now,
+            // and would also make describe() print TOML that does not parse.
+            boost::system::error_code ec;
+            boost::asio::ip::make_address(hp->host, ec);
+            if (ec && !valid_domain(hp->host))
+              fail(file, h, key + ".next_hops",
+                   "'" + hp->host + "' is not an IP address or host name");
             r.next_hops.push_back(*hp);
           }
         } else {
@@ -281,6 +290,16 @@ void compile(config& cfg, const toml::table& root) {
     fail(file, node_for("log", "format"), "log.format", "must be \"kv\" or \"json\"");
   if (s.server.hostname.empty() || !valid_domain(s.server.hostname))
     fail(file, node_for("server", "hostname"), "server.hostname", "must be a host name");
+  // The banner and the relay HELO name go into SMTP lines as they are, like
+  // the host name checked above: a CR or LF in them would end the line early
+  // and inject a reply towards clients or a command towards the next hop.
+  if (std::any_of(s.server.banner.begin(), s.server.banner.end(),
+                  [](char c) { return c < 0x20 || c > 0x7e; }))
+    fail(file, node_for("server", "banner"), "server.banner",
+         "must be printable ASCII on one line");
+  if (!s.relay.helo_name.empty() && !valid_helo(s.relay.helo_name))
+    fail(file, node_for("relay", "helo_name"), "relay.helo_name",
+         "must be empty, a host name or an address literal");
 }
 
 }  // namespace

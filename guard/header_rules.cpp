@@ -20,6 +20,16 @@ bool printable_ascii(std::string_view s) {
   return true;
 }
 
+// The action a rule's word names (any case), or nullopt.
+std::optional<header_action> action_word(std::string_view word) {
+  std::string upper(word);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (upper == "REJECT") return header_action::reject;
+  if (upper == "DISCARD") return header_action::discard;
+  if (upper == "WARN") return header_action::warn;
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<header_rule> header_rule_set::parse_line(std::string_view line, std::string& error) {
@@ -28,10 +38,15 @@ std::optional<header_rule> header_rule_set::parse_line(std::string_view line, st
     error = "expected '/regex/[flags] REJECT|DISCARD|WARN [text]'";
     return std::nullopt;
   }
-  // The pattern ends at the last '/' that is followed by flags and a space;
-  // a '/' inside the pattern may be written as-is or as '\/'.
+  // The pattern ends at the first '/' followed by flags, whitespace and an
+  // action word; a '/' inside the pattern may be written as-is or as '\/'.
+  // Taking the last '/' followed by flags and a space (as before) cut rules
+  // whose text holds a slash ("REJECT spam/phishing", "see https://x/ now")
+  // in the wrong place. When no '/' is followed by an action, that old rule
+  // finds the end, so a bad flag or action still gets its own message.
   std::size_t close = std::string_view::npos;
-  for (std::size_t i = 1; i < line.size(); ++i) {
+  std::size_t fallback = std::string_view::npos;
+  for (std::size_t i = 1; i < line.size() && close == std::string_view::npos; ++i) {
     if (line[i] == '\\') {
       ++i;
       continue;
@@ -39,8 +54,13 @@ std::optional<header_rule> header_rule_set::parse_line(std::string_view line, st
     if (line[i] != '/') continue;
     std::size_t j = i + 1;
     while (j < line.size() && std::isalpha(static_cast<unsigned char>(line[j]))) ++j;
-    if (j < line.size() && std::isspace(static_cast<unsigned char>(line[j]))) close = i;
+    if (j >= line.size() || !std::isspace(static_cast<unsigned char>(line[j]))) continue;
+    fallback = i;
+    auto after = trim(line.substr(j));
+    auto word = after.substr(0, after.find_first_of(" \t"));
+    if (action_word(word)) close = i;
   }
+  if (close == std::string_view::npos) close = fallback;
   if (close == std::string_view::npos) {
     error = "unterminated /regex/ or missing action";
     return std::nullopt;
@@ -61,19 +81,14 @@ std::optional<header_rule> header_rule_set::parse_line(std::string_view line, st
   }
   auto rest = trim(line.substr(pos));
   auto word_end = rest.find_first_of(" \t");
-  std::string word(rest.substr(0, word_end));
-  for (auto& c : word) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  header_rule rule;
-  if (word == "REJECT")
-    rule.what = header_action::reject;
-  else if (word == "DISCARD")
-    rule.what = header_action::discard;
-  else if (word == "WARN")
-    rule.what = header_action::warn;
-  else {
-    error = "unknown action '" + std::string(rest.substr(0, word_end)) + "' (REJECT, DISCARD, WARN)";
+  auto what = action_word(rest.substr(0, word_end));
+  if (!what) {
+    error =
+        "unknown action '" + std::string(rest.substr(0, word_end)) + "' (REJECT, DISCARD, WARN)";
     return std::nullopt;
   }
+  header_rule rule;
+  rule.what = *what;
   if (word_end != std::string_view::npos) rule.text = std::string(trim(rest.substr(word_end)));
   if (!printable_ascii(rule.text)) {
     error = "rule text must be printable ASCII";
@@ -110,8 +125,8 @@ verdict header_rule_set::check(std::string_view message, std::size_t max_header_
         case header_action::reject:
           result.what = action::reject;
           result.rule = name;
-          result.reply =
-              "550 5.7.1 " + (rule.text.empty() ? std::string("Message content rejected") : rule.text);
+          result.reply = "550 5.7.1 " +
+                         (rule.text.empty() ? std::string("Message content rejected") : rule.text);
           break;
         case header_action::discard:
           result.what = action::discard;

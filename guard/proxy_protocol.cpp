@@ -35,6 +35,13 @@ proxy_header parse_v1(std::string_view bytes) {
   std::string_view fields[6];
   std::size_t count = 0, pos = 0;
   while (count < 6) {
+    // The last field takes the rest of the line, so that trailing junk
+    // ("... 25 extra", "... 25 ") fails the port check instead of being
+    // silently ignored: a header is exactly six fields (spec §2.1).
+    if (count == 5) {
+      fields[count++] = line.substr(pos);
+      break;
+    }
     auto space = line.find(' ', pos);
     fields[count++] = line.substr(pos, space == std::string_view::npos ? space : space - pos);
     if (space == std::string_view::npos) break;

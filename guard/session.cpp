@@ -510,7 +510,9 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
   const route* r = cfg_.routes.find(rcpt.domain);
   if ((!local && !facts_.trusted) || !r)
     co_return co_await refuse("rcpt", "relay", "554 5.7.1 Relay access denied");
-  if (route_ && r != route_)
+  // Routes with the same next hops are one destination; only a different
+  // destination needs a transaction of its own.
+  if (route_ && r != route_ && r->next_hops != route_->next_hops)
     co_return co_await refuse(
         "rcpt", "route_split",
         "452 4.5.3 Error: recipients for another route, send them in a new transaction");
@@ -524,7 +526,8 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
   // The before-queue relay: the next hop decides on the recipient while the
   // client waits, so unknown users are refused here, never bounced later.
   if (!relay_mail_sent_) {
-    if (relay_.connected() && relay_.current_route() != r) co_await relay_.quit();
+    if (relay_.connected() && relay_.current_route()->next_hops != r->next_hops)
+      co_await relay_.quit();
     if (!relay_.connected()) {
       const auto& helo = cfg_.values.relay.helo_name.empty() ? limits_.hostname
                                                              : cfg_.values.relay.helo_name;

@@ -1,5 +1,6 @@
 #include "smtp_framing.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace mxguard::guard {
@@ -41,15 +42,19 @@ std::optional<line_buffer::line> line_buffer::next() {
     discarding_ = false;
     return line{status::too_long, {}};
   }
+  // max_line counts the whole line with its CRLF, as RFC 5321 §4.5.3.1.4
+  // counts its 512 octets (and as `server.max_line_length` is documented);
+  // comparing `lf` alone let a line one byte longer through.
   if (lf == std::string_view::npos) {
-    if (data.size() > max_line_) {
+    // Without its LF the line is already at least data.size() + 1 bytes.
+    if (data.size() >= max_line_) {
       discarding_ = true;
       begin_ = end_;
     }
     return std::nullopt;
   }
   begin_ += lf + 1;
-  if (lf > max_line_) return line{status::too_long, {}};
+  if (lf + 1 > max_line_) return line{status::too_long, {}};
   if (lf == 0 || data[lf - 1] != '\r') return line{status::bare_lf, data.substr(0, lf)};
   return line{status::ok, data.substr(0, lf - 1)};
 }
@@ -98,14 +103,21 @@ std::size_t data_reader::feed(std::string_view bytes) {
     auto run_end = stop == std::string_view::npos ? bytes.size() : stop;
     if (run_end > i) {
       auto run = bytes.substr(i, run_end - i);
-      if (too_big_ || size_ + line_.size() + run.size() > max_size_) {
+      // A leading dot is the end-of-data line or a stuffing dot, not content:
+      // counting it refused a message of exactly max_size bytes (its final
+      // "." tipped it over) and dot-led lines one byte early.
+      const bool dot_led = (line_.empty() ? run.front() : line_.front()) == '.';
+      if (!too_big_ && size_ + line_.size() + run.size() - (dot_led ? 1 : 0) > max_size_) {
+        too_big_ = true;
+        std::string().swap(message_);
+      }
+      if (too_big_) {
         // Past the limit only the first bytes of a line matter (is it "."?).
-        if (!too_big_) {
-          too_big_ = true;
-          std::string().swap(message_);
-        }
-        size_ += run.size();
-        if (line_.size() < 2) line_.append(run.substr(0, 2 - line_.size()));
+        // The bytes kept are counted by end_line, the rest here, so size()
+        // does not depend on how the input was split into reads.
+        const auto keep = line_.size() < 2 ? std::min(run.size(), 2 - line_.size()) : 0;
+        line_.append(run.substr(0, keep));
+        size_ += run.size() - keep;
       } else {
         line_.append(run);
       }

@@ -51,6 +51,7 @@ ip_prefix client_key(const boost::asio::ip::address& addr, unsigned v6_length);
 struct host_port {
   std::string host;
   std::uint16_t port = 0;
+  friend bool operator==(const host_port&, const host_port&) = default;
 };
 std::optional<host_port> parse_host_port(std::string_view text);
 

@@ -1,0 +1,402 @@
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace mxguard::test {
+
+namespace {
+
+std::string random_suffix() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string(rng() % 1000000000ull);
+}
+
+bool make_address(const std::string& host, int port, sockaddr_storage& out, socklen_t& len) {
+  std::memset(&out, 0, sizeof out);
+  if (host.find(':') != std::string::npos) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&out);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET6, host.c_str(), &a->sin6_addr) != 1) return false;
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&out);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1) return false;
+    len = sizeof *a;
+  }
+  return true;
+}
+
+int connect_socket(const std::string& source, const std::string& host, int port) {
+  sockaddr_storage addr;
+  socklen_t len;
+  if (!make_address(host, port, addr, len)) return -1;
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (!source.empty()) {
+    sockaddr_storage src;
+    socklen_t src_len;
+    if (!make_address(source, 0, src, src_len) ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&src), src_len) != 0) {
+      ::close(fd);
+      return -1;
+    }
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+}  // namespace
+
+temp_dir::temp_dir() {
+  path_ = fs::temp_directory_path() / ("mxguard-test-" + random_suffix());
+  fs::create_directories(path_);
+  // smtp-sink drops privileges to nobody and must still write its dumps.
+  fs::permissions(path_, fs::perms::all);
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw std::runtime_error("free_port: bind failed");
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool wait_for_port(int port, std::chrono::milliseconds timeout, const std::string& host) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    int fd = connect_socket("", host, port);
+    if (fd >= 0) {
+      ::close(fd);
+      return true;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool running_as_root() { return ::geteuid() == 0; }
+
+// --- child -----------------------------------------------------------------
+
+child::child(const std::vector<std::string>& argv, const fs::path& log) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int rc = posix_spawn(&pid_, argv[0].c_str(), &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    pid_ = -1;
+    throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
+  }
+}
+
+child& child::operator=(child&& other) noexcept {
+  if (this != &other) {
+    stop();
+    pid_ = std::exchange(other.pid_, -1);
+  }
+  return *this;
+}
+
+bool child::alive() {
+  if (pid_ <= 0) return false;
+  int status;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void child::signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+std::optional<int> child::wait_exit(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return 0;
+  auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (std::chrono::steady_clock::now() >= until) return std::nullopt;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+int child::stop() {
+  if (pid_ <= 0) return 0;
+  ::kill(pid_, SIGTERM);
+  if (auto status = wait_exit(5s)) return *status;
+  ::kill(pid_, SIGKILL);
+  return wait_exit(5s).value_or(-1);
+}
+
+// --- smtp-sink ---------------------------------------------------------------
+
+smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options,
+                     const std::string& name)
+    : dump_dir_(dir / (name + "-dump")), port_(free_port()) {
+  fs::create_directories(dump_dir_);
+  fs::permissions(dump_dir_, fs::perms::all);
+  std::vector<std::string> argv{"/usr/sbin/smtp-sink"};
+  if (running_as_root()) {
+    argv.push_back("-u");
+    argv.push_back("nobody");
+  }
+  // %Y%m%d%H%M%S. prefix keeps dumps in arrival order when sorted by mtime.
+  argv.push_back("-d");
+  argv.push_back((dump_dir_ / "%H%M%S.").string());
+  for (auto& o : options) argv.push_back(std::move(o));
+  argv.push_back("127.0.0.1:" + std::to_string(port_));
+  argv.push_back("128");
+  process_ = child(argv, dir / (name + ".log"));
+  if (!wait_for_port(port_, 5s)) throw std::runtime_error("smtp-sink did not start");
+}
+
+std::vector<std::string> smtp_sink::messages() const {
+  std::vector<std::pair<fs::file_time_type, fs::path>> files;
+  for (const auto& e : fs::directory_iterator(dump_dir_))
+    if (e.is_regular_file()) files.emplace_back(e.last_write_time(), e.path());
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> out;
+  // smtp-sink opens a dump at MAIL; only a transaction that got as far as
+  // DATA has its Received line: that is a delivered message.
+  for (const auto& [t, p] : files) {
+    auto text = read_file(p);
+    if (text.find("\nReceived: ") != std::string::npos) out.push_back(std::move(text));
+  }
+  return out;
+}
+
+bool smtp_sink::wait_messages(std::size_t n, std::chrono::milliseconds timeout) const {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    // smtp-sink writes the dump before it answers the final dot, so a
+    // complete file exists once the client has its 250; allow a moment anyway.
+    auto m = messages();
+    if (m.size() >= n && (n == 0 || !m.back().empty())) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+std::string dumped_body(const std::string& dump) {
+  // smtp-sink writes X-* records, then its own 3-line Received header; then
+  // the message as received, which starts with mxguard's Received header
+  // (3 lines), and finally an empty line of its own.
+  std::istringstream in(dump);
+  std::string line, out;
+  int received_seen = 0;
+  bool in_received = false;
+  while (std::getline(in, line)) {
+    if (received_seen < 2) {
+      if (line.rfind("Received: ", 0) == 0) {
+        ++received_seen;
+        in_received = true;
+      }
+      continue;
+    }
+    if (in_received && (line.rfind("\t", 0) == 0 || line.rfind(" ", 0) == 0)) continue;
+    in_received = false;
+    out += line + "\n";
+  }
+  // Drop the empty line smtp-sink appends after each message.
+  if (out.size() >= 2 && out.ends_with("\n\n")) out.pop_back();
+  return out;
+}
+
+// --- guard ---------------------------------------------------------------------
+
+guard::guard(const temp_dir& dir, std::string config, const std::string& name)
+    : config_path_(dir / (name + ".toml")), log_path_(dir / (name + ".log")), port_(free_port()) {
+  std::string::size_type pos;
+  while ((pos = config.find("@PORT@")) != std::string::npos)
+    config.replace(pos, 6, std::to_string(port_));
+  write_file(config_path_, config);
+  process_ = child({MXGUARD_BINARY, "--config", config_path_.string()}, log_path_);
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!wait_for_port(port_, 100ms)) {
+    if (!process_.alive() || std::chrono::steady_clock::now() > until)
+      throw std::runtime_error("mxguard did not start:\n" + log());
+  }
+}
+
+void guard::reload(std::string config) {
+  std::string::size_type pos;
+  while ((pos = config.find("@PORT@")) != std::string::npos)
+    config.replace(pos, 6, std::to_string(port_));
+  write_file(config_path_, config);
+  process_.signal(SIGHUP);
+}
+
+// --- smtp client -----------------------------------------------------------------
+
+smtp_client::~smtp_client() { close(); }
+
+void smtp_client::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool smtp_client::connect(int port, const std::string& host) { return connect_from("", port, host); }
+
+bool smtp_client::connect_from(const std::string& source, int port, const std::string& host) {
+  close();
+  buffer_.clear();
+  fd_ = connect_socket(source, host, port);
+  return fd_ >= 0;
+}
+
+void smtp_client::send(const std::string& bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    auto n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return;  // the server closed; the next read tells the test
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+smtp_reply smtp_client::read_reply(std::chrono::milliseconds timeout) {
+  smtp_reply reply;
+  auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    // Complete lines first.
+    std::size_t start = 0;
+    for (;;) {
+      auto eol = buffer_.find("\r\n", start);
+      if (eol == std::string::npos) break;
+      std::string line = buffer_.substr(start, eol - start);
+      start = eol + 2;
+      if (!reply.text.empty()) reply.text += "\r\n";
+      reply.text += line;
+      if (line.size() < 4 || line[3] == ' ') {
+        reply.code = line.size() >= 3 ? std::atoi(line.substr(0, 3).c_str()) : -1;
+        buffer_.erase(0, start);
+        return reply;
+      }
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || fd_ < 0) return {0, reply.text};
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return {0, reply.text};
+    char chunk[4096];
+    auto n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) return {0, reply.text};
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+smtp_reply smtp_client::command(const std::string& line, std::chrono::milliseconds timeout) {
+  send(line + "\r\n");
+  return read_reply(timeout);
+}
+
+smtp_reply smtp_client::start_transaction(const std::string& from, const std::string& to) {
+  auto r = command("EHLO client.test");
+  if (r.code != 250) return r;
+  r = command("MAIL FROM:<" + from + ">");
+  if (r.code != 250) return r;
+  return command("RCPT TO:<" + to + ">");
+}
+
+smtp_reply smtp_client::send_message(const std::string& message) {
+  auto r = command("DATA");
+  if (r.code != 354) return r;
+  std::string wire;
+  bool line_start = true;
+  for (char c : message) {
+    if (line_start && c == '.') wire.push_back('.');
+    wire.push_back(c);
+    line_start = c == '\n';
+  }
+  if (!wire.ends_with("\r\n")) wire += "\r\n";
+  wire += ".\r\n";
+  send(wire);
+  return read_reply(30s);
+}
+
+bool smtp_client::closed_by_peer(std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char chunk[4096];
+    auto n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) return true;
+  }
+}
+
+std::string make_message(const std::string& subject, const std::string& body,
+                         const std::string& from, const std::string& to) {
+  return "From: <" + from + ">\r\nTo: <" + to + ">\r\nSubject: " + subject +
+         "\r\nMessage-ID: <test@client.test>\r\n\r\n" + body;
+}
+
+}  // namespace mxguard::test
