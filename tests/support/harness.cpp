@@ -282,6 +282,15 @@ guard::guard(const temp_dir& dir, std::string config, const std::string& name)
     if (!process_.alive() || std::chrono::steady_clock::now() > until)
       throw std::runtime_error("mxguard did not start:\n" + log());
   }
+  // wait_for_port's probe opened a session; let it end, so that tests of the
+  // session caps start from zero.
+  smtp_client probe;
+  if (probe.connect(port_)) {
+    probe.read_reply(2s);
+    probe.command("QUIT", 2s);
+    probe.closed_by_peer(2s);
+  }
+  std::this_thread::sleep_for(50ms);
 }
 
 void guard::reload(std::string config) {
