@@ -17,7 +17,7 @@ namespace {
 
 // Sections this version knows; [[route]] is handled apart from the table.
 const std::set<std::string_view> known_sections{"server", "tls", "relay", "access",
-                                                "header_rules", "log"};
+                                                "header_rules", "log", "dnsbl"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);
@@ -152,6 +152,80 @@ std::string value_text(const setting_value& v) {
       v);
 }
 
+template <typename NodeFor>
+void compile_dnsbl(config& cfg, NodeFor&& node_for) {
+  const auto& file = cfg.source;
+  const auto& d = cfg.values.dnsbl;
+  auto& out = cfg.dnsbl;
+  auto parse_sites = [&](const std::vector<std::string>& specs, std::string_view key,
+                         std::vector<dnsbl::site>& sites) {
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      std::string error;
+      auto site = dnsbl::parse_site(specs[i], error);
+      if (!site) fail(file, node_for("dnsbl", key), fmt::format("dnsbl.{}[{}]", key, i), error);
+      sites.push_back(std::move(*site));
+    }
+  };
+  parse_sites(d.sites, "sites", out.sites);
+  parse_sites(d.rhsbl_sites, "rhsbl_sites", out.rhsbl_sites);
+  for (std::size_t i = 0; i < d.keys.size(); ++i) {
+    auto eq = d.keys[i].find('=');
+    std::string zone = eq == std::string::npos ? "" : lower_ascii(d.keys[i].substr(0, eq));
+    std::string key = eq == std::string::npos ? "" : d.keys[i].substr(eq + 1);
+    bool found = false;
+    for (auto* list : {&out.sites, &out.rhsbl_sites})
+      for (auto& site : *list)
+        if (site.domain == zone) {
+          site.key = key;
+          found = true;
+        }
+    if (!found || key.empty() || !valid_domain(key))
+      fail(file, node_for("dnsbl", "keys"), fmt::format("dnsbl.keys[{}]", i),
+           "must be \"zone=KEY\" for a configured site, KEY a DNS label");
+  }
+  for (const auto& r : d.resolvers) {
+    auto hp = parse_host_port(r);
+    boost::system::error_code ec;
+    boost::asio::ip::address addr;
+    if (hp) addr = boost::asio::ip::make_address(hp->host, ec);
+    if (!hp || ec)
+      fail(file, node_for("dnsbl", "resolvers"), "dnsbl.resolvers",
+           "'" + r + "' is not IP:PORT ([v6]:port for IPv6)");
+    out.resolvers.servers.emplace_back(addr, hp->port);
+  }
+  out.resolvers.try_timeout = d.query_timeout;
+  out.resolvers.attempts = static_cast<unsigned>(d.attempts);
+  out.threshold = static_cast<int>(d.threshold);
+  out.allowlist_threshold = static_cast<int>(d.allowlist_threshold);
+  out.timeout = d.timeout;
+  out.min_ttl = std::chrono::duration_cast<std::chrono::seconds>(d.min_ttl);
+  out.max_ttl = std::chrono::duration_cast<std::chrono::seconds>(d.max_ttl);
+  if (out.min_ttl > out.max_ttl)
+    fail(file, node_for("dnsbl", "min_ttl"), "dnsbl.min_ttl", "is longer than dnsbl.max_ttl");
+  out.cache_size = static_cast<std::size_t>(d.cache_size);
+  out.fetch_txt = d.reply_txt;
+  out.health_interval = d.health_interval;
+  if (d.action != "connect" && d.action != "rcpt")
+    fail(file, node_for("dnsbl", "action"), "dnsbl.action", "must be \"connect\" or \"rcpt\"");
+  for (const auto* reply : {&d.reply, &d.rhsbl_reply}) {
+    bool ok = reply->size() > 4 && (reply->starts_with("4") || reply->starts_with("5")) &&
+              std::isdigit(static_cast<unsigned char>((*reply)[1])) &&
+              std::isdigit(static_cast<unsigned char>((*reply)[2])) && (*reply)[3] == ' ';
+    for (char c : *reply) ok = ok && c >= 0x20 && c < 0x7f;
+    if (!ok)
+      fail(file, node_for("dnsbl", reply == &d.reply ? "reply" : "rhsbl_reply"), "dnsbl.reply",
+           "must be a 4xx or 5xx SMTP reply line of printable ASCII");
+  }
+  cfg.dnsbl_at_rcpt = d.action == "rcpt";
+  cfg.dnsbl_enabled = !out.sites.empty() || !out.rhsbl_sites.empty();
+  if (cfg.dnsbl_enabled && out.resolvers.servers.empty()) {
+    out.resolvers.servers = dnsbl::system_resolvers();
+    if (out.resolvers.servers.empty())
+      fail(file, node_for("dnsbl", "resolvers"), "dnsbl.resolvers",
+           "no resolvers configured and none in /etc/resolv.conf");
+  }
+}
+
 void compile(config& cfg, const toml::table& root) {
   const auto& file = cfg.source;
   const auto& s = cfg.values;
@@ -278,6 +352,8 @@ void compile(config& cfg, const toml::table& root) {
       fail(file, node_for("relay", "domains"), "relay.domains",
            "'" + d + "' has no [[route]] (add one for it, or a default route \"*\")");
   }
+
+  compile_dnsbl(cfg, node_for);
 
   if (s.tls.cert.empty() != s.tls.key.empty())
     fail(file, node_for("tls", s.tls.cert.empty() ? "key" : "cert"), "tls",

@@ -23,6 +23,7 @@
 
 #include "access_list.hpp"
 #include "header_rules.hpp"
+#include "mxguard/dnsbl/dnsbl.hpp"
 #include "mxguard/net.hpp"
 #include "routes.hpp"
 
@@ -84,6 +85,27 @@ struct log_settings {
   std::string format;
 };
 
+struct dnsbl_settings {
+  std::vector<std::string> resolvers;
+  std::vector<std::string> sites;
+  std::vector<std::string> rhsbl_sites;
+  std::int64_t threshold = 0;
+  std::int64_t allowlist_threshold = 0;
+  duration timeout{};
+  duration query_timeout{};
+  std::int64_t attempts = 0;
+  duration min_ttl{};
+  duration max_ttl{};
+  std::int64_t cache_size = 0;
+  std::string action;
+  std::string reply;
+  std::string rhsbl_reply;
+  bool reply_txt = false;
+  duration health_interval{};
+  std::vector<std::string> keys;
+  friend bool operator==(const dnsbl_settings&, const dnsbl_settings&) = default;
+};
+
 // Plain values straight from the file, defaults filled in.
 struct settings {
   server_settings server;
@@ -92,6 +114,7 @@ struct settings {
   access_settings access;
   header_rule_settings header_rules;
   log_settings log;
+  dnsbl_settings dnsbl;
 };
 
 // The frozen, validated configuration: settings plus what was compiled from
@@ -105,6 +128,11 @@ struct config {
   relay_domain_set relay_domains;
   std::vector<ip_prefix> trusted_networks;
   std::vector<ip_prefix> proxy_networks;
+  // [dnsbl] compiled: ready to build a dnsbl::engine from. `dnsbl_enabled`
+  // when any site is configured.
+  dnsbl::settings dnsbl;
+  bool dnsbl_enabled = false;
+  bool dnsbl_at_rcpt = false;
 
   bool is_trusted(const boost::asio::ip::address& client) const;
 };

@@ -2,7 +2,6 @@
 //
 // Adding a key: a field in the settings struct (config.hpp), a row here, and
 // `--print-settings-table` regenerates the README reference.
-#include <limits>
 
 #include "config.hpp"
 
@@ -10,7 +9,6 @@ namespace mxguard::guard {
 
 namespace {
 
-constexpr std::int64_t unbounded = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t second = 1000;
 constexpr std::int64_t minute = 60 * second;
 constexpr std::int64_t hour = 60 * minute;
@@ -132,6 +130,56 @@ const setting_spec table[] = {
     {"header_rules", "max_header_size", value_kind::size, "102400", 1024, 1 << 24,
      "A longer unfolded header line is matched on its first this many bytes.",
      MXG_FIELD(header_rules, max_header_size)},
+    // [dnsbl]
+    {"dnsbl", "resolvers", value_kind::string_list, "[]", 0, 0,
+     "DNS resolvers `IP:PORT` for list queries; empty = the nameservers of /etc/resolv.conf.",
+     MXG_FIELD(dnsbl, resolvers)},
+    {"dnsbl", "sites", value_kind::string_list, "[]", 0, 0,
+     "Client lists in postscreen syntax `zone[=filter][*weight]`, queried in parallel at connect.",
+     MXG_FIELD(dnsbl, sites)},
+    {"dnsbl", "rhsbl_sites", value_kind::string_list, "[]", 0, 0,
+     "Domain lists (same syntax) for the sender domain and the HELO name, checked at MAIL.",
+     MXG_FIELD(dnsbl, rhsbl_sites)},
+    {"dnsbl", "threshold", value_kind::integer, "1", 1, 1000,
+     "A client (or domain) whose summed weights reach this is refused.",
+     MXG_FIELD(dnsbl, threshold)},
+    {"dnsbl", "allowlist_threshold", value_kind::integer, "0", -1000, 0,
+     "A client scoring this or lower (negative weights) skips the remaining checks; 0 = off.",
+     MXG_FIELD(dnsbl, allowlist_threshold)},
+    {"dnsbl", "timeout", value_kind::duration, R"("2s")", 100, minute,
+     "Longest wait for the lists at connect; lists that did not answer count as not listed.",
+     MXG_FIELD(dnsbl, timeout)},
+    {"dnsbl", "query_timeout", value_kind::duration, R"("1s")", 50, minute,
+     "Wait for one resolver before asking the next.", MXG_FIELD(dnsbl, query_timeout)},
+    {"dnsbl", "attempts", value_kind::integer, "2", 1, 10,
+     "Tries per query, rotating over the resolvers.", MXG_FIELD(dnsbl, attempts)},
+    {"dnsbl", "min_ttl", value_kind::duration, R"("60s")", 0, day,
+     "Shortest time an answer is cached, whatever its TTL.", MXG_FIELD(dnsbl, min_ttl)},
+    {"dnsbl", "max_ttl", value_kind::duration, R"("1h")", 0, 7 * day,
+     "Longest time an answer is cached.", MXG_FIELD(dnsbl, max_ttl)},
+    {"dnsbl", "cache_size", value_kind::integer, "100000", 16, 100000000,
+     "Answers kept in the cache shared by all threads (least recently used go first).",
+     MXG_FIELD(dnsbl, cache_size)},
+    {"dnsbl", "action", value_kind::string, R"("connect")", 0, 0,
+     "`connect`: refuse a listed client at once; `rcpt`: at its first RCPT, after logging "
+     "HELO, sender and recipient.",
+     MXG_FIELD(dnsbl, action)},
+    {"dnsbl", "reply", value_kind::string,
+     R"("554 5.7.1 Service unavailable; client [{client}] blocked using {site}")", 0, 0,
+     "Reply to a listed client; `{client}` and `{site}` are filled in.", MXG_FIELD(dnsbl, reply)},
+    {"dnsbl", "rhsbl_reply", value_kind::string,
+     R"("554 5.7.1 Service unavailable; {what} <{domain}> blocked using {site}")", 0, 0,
+     "Reply for a listed sender or HELO domain; `{what}`, `{domain}`, `{site}` filled in.",
+     MXG_FIELD(dnsbl, rhsbl_reply)},
+    {"dnsbl", "reply_txt", value_kind::boolean, "false", 0, 0,
+     "Append the list's TXT record to the reply.", MXG_FIELD(dnsbl, reply_txt)},
+    {"dnsbl", "health_interval", value_kind::duration, R"("5m")", 0, day,
+     "RFC 5782 test of each list (127.0.0.2 listed, 127.0.0.1 not); failing lists do not "
+     "count. 0 = off.",
+     MXG_FIELD(dnsbl, health_interval)},
+    {"dnsbl", "keys", value_kind::string_list, "[]", 0, 0,
+     "Query keys `zone=KEY` for lists that want one in the name (KEY.zone).",
+     MXG_FIELD(dnsbl, keys)},
     // [log]
     {"log", "format", value_kind::string, R"("kv")", 0, 0,
      "`kv` (key=value) or `json`, one line per event; `--log-format` overrides.",

@@ -34,6 +34,8 @@ struct session_facts {
   bool esmtp = false;
   bool tls = false;
   bool trusted = false;  // from relay.trusted_networks
+  bool allowlisted = false;  // access OK or a DNS allowlist: later checks may skip
+  int dnsbl_score = 0;
 };
 
 struct envelope {

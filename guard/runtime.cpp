@@ -3,11 +3,18 @@
 #include <chrono>
 #include <random>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "dnsbl_check.hpp"
 #include "header_rule_check.hpp"
 
 namespace mxguard::guard {
 
-std::shared_ptr<const runtime_snapshot> make_snapshot(std::shared_ptr<const config> cfg) {
+std::shared_ptr<const runtime_snapshot> make_snapshot(
+    std::shared_ptr<const config> cfg, std::shared_ptr<const runtime_snapshot> previous) {
   auto snap = std::make_shared<runtime_snapshot>();
   if (!cfg->values.tls.cert.empty()) {
     auto tls = std::make_shared<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
@@ -21,7 +28,14 @@ std::shared_ptr<const runtime_snapshot> make_snapshot(std::shared_ptr<const conf
     if (ec) throw config_error(cfg->values.tls.key + ": tls.key: " + ec.message());
     snap->server_tls = std::move(tls);
   }
+  if (cfg->dnsbl_enabled) {
+    if (previous && previous->dnsbl && previous->cfg->values.dnsbl == cfg->values.dnsbl)
+      snap->dnsbl = previous->dnsbl;
+    else
+      snap->dnsbl = std::make_shared<dnsbl::engine>(cfg->dnsbl);
+  }
   auto policy = std::make_shared<policy_chain>();
+  if (snap->dnsbl) policy->add(std::make_shared<dnsbl_check>(snap->dnsbl, cfg));
   if (cfg->header_rules.size() > 0) policy->add(std::make_shared<header_rule_check>(cfg));
   snap->policy = std::move(policy);
   snap->cfg = std::move(cfg);
@@ -37,6 +51,23 @@ daemon_state::daemon_state() : relay_tls_(boost::asio::ssl::context::tls_client)
   // Session ids differ between restarts so that log lines never collide.
   std::random_device rd;
   session_counter_.store((static_cast<std::uint64_t>(rd()) & 0xffff) << 32);
+}
+
+boost::asio::awaitable<void> dnsbl_health_loop(std::weak_ptr<dnsbl::engine> weak) {
+  auto executor = co_await boost::asio::this_coro::executor;
+  boost::asio::steady_timer timer(executor);
+  for (;;) {
+    std::chrono::milliseconds interval;
+    {
+      auto engine = weak.lock();
+      if (!engine || engine->config().health_interval.count() <= 0) co_return;
+      co_await engine->check_health();
+      interval = engine->config().health_interval;
+    }
+    timer.expires_after(interval);
+    auto [ec] = co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    if (ec) co_return;
+  }
 }
 
 }  // namespace mxguard::guard

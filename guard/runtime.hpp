@@ -13,6 +13,7 @@
 
 #include "admission.hpp"
 #include "config.hpp"
+#include "mxguard/dnsbl/dnsbl.hpp"
 #include "policy.hpp"
 
 namespace mxguard::guard {
@@ -21,11 +22,18 @@ struct runtime_snapshot {
   std::shared_ptr<const config> cfg;
   std::shared_ptr<boost::asio::ssl::context> server_tls;  // null: STARTTLS not offered
   std::shared_ptr<const policy_chain> policy;
+  std::shared_ptr<dnsbl::engine> dnsbl;  // null when no lists are configured
 };
 
 // Builds everything a snapshot holds from a validated config (TLS contexts
-// load their files here; a failure is a config_error).
-std::shared_ptr<const runtime_snapshot> make_snapshot(std::shared_ptr<const config> cfg);
+// load their files here; a failure is a config_error). The DNSBL engine, and
+// so its cache, is taken over from `previous` when [dnsbl] did not change.
+std::shared_ptr<const runtime_snapshot> make_snapshot(
+    std::shared_ptr<const config> cfg, std::shared_ptr<const runtime_snapshot> previous = nullptr);
+
+// Runs the engine's RFC 5782 health checks every dnsbl.health_interval for
+// as long as the engine exists (a reload that replaces it ends the loop).
+boost::asio::awaitable<void> dnsbl_health_loop(std::weak_ptr<dnsbl::engine> engine);
 
 class daemon_state {
  public:

@@ -33,6 +33,10 @@ std::string rfc5322_date(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
+bool is_refusal(const verdict& v) {
+  return v.what == action::reject || v.what == action::defer || v.what == action::drop;
+}
+
 std::string endpoint_text(const asio::ip::address& a, std::uint16_t port) {
   return a.is_v6() ? fmt::format("[{}]:{}", a.to_string(), port)
                    : fmt::format("{}:{}", a.to_string(), port);
@@ -119,6 +123,8 @@ class session : public std::enable_shared_from_this<session> {
   std::int64_t reserved_bytes_ = 0;  // our share of daemon_state::buffered_bytes
   std::string client_text_;
   bool allowlisted_;
+  std::optional<verdict> pending_refusal_;       // decided at connect, enforced at RCPT
+  std::optional<verdict> pending_mail_refusal_;  // decided at MAIL, for this transaction
 
   clock::time_point started_ = clock::now();
   clock::time_point session_deadline_;
@@ -201,9 +207,14 @@ asio::awaitable<void> session::run() {
       .emit();
 
   bool refused_at_connect = false;
+  facts_.allowlisted = allowlisted_;
   if (!allowlisted_ && !snapshot_->policy->empty_for(stage::connect)) {
     auto v = co_await snapshot_->policy->run(stage::connect, input());
-    if (v.what == action::reject || v.what == action::defer || v.what == action::drop) {
+    facts_.dnsbl_score = static_cast<int>(v.score);
+    if (v.what == action::accept) facts_.allowlisted = true;
+    if (is_refusal(v) && v.at_rcpt) {
+      pending_refusal_ = v;
+    } else if (is_refusal(v)) {
       ++refused_;
       ops::event("REJECT")
           .add("stage", "connect")
@@ -407,6 +418,7 @@ asio::awaitable<void> session::abandon_relay_transaction() {
 
 void session::reset_transaction() {
   envelope_ = envelope{};
+  pending_mail_refusal_.reset();
   route_ = nullptr;
   if (reserved_bytes_) {
     state_.buffered_bytes().fetch_sub(reserved_bytes_, std::memory_order_relaxed);
@@ -415,7 +427,14 @@ void session::reset_transaction() {
 }
 
 bool session::apply_policy_refusal(const verdict& v, std::string_view stage_name) {
-  if (v.what != action::reject && v.what != action::defer && v.what != action::drop) return false;
+  if (!is_refusal(v)) return false;
+  if (v.at_rcpt && stage_name != "rcpt") {
+    // Enforced at the first RCPT (dnsbl.action = "rcpt"); a MAIL-stage
+    // decision is about this transaction's sender only.
+    auto& pending = stage_name == "mail" ? pending_mail_refusal_ : pending_refusal_;
+    if (!pending) pending = v;
+    return false;
+  }
   ++errors_;
   ++refused_;
   ops::event("REJECT")
@@ -486,6 +505,25 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
   if (!path.parameters.empty())
     co_return co_await refuse("rcpt", "parameter",
                               "555 5.5.4 Unsupported option: " + path.parameters[0].first.substr(0, 40));
+  if (pending_refusal_ || pending_mail_refusal_) {
+    auto v = pending_refusal_ ? *pending_refusal_ : *pending_mail_refusal_;
+    v.at_rcpt = false;
+    // Log whom the refused client wanted to reach: the point of waiting.
+    ops::event("REJECT")
+        .add("stage", "rcpt")
+        .add("rule", v.rule)
+        .add("client", client_text_)
+        .add("sid", facts_.id)
+        .add("helo", facts_.helo)
+        .add("from", envelope_.sender.text())
+        .add("to", path.address.text())
+        .add("reply", v.reply)
+        .emit();
+    ++errors_;
+    ++refused_;
+    reply(v.reply);
+    co_return;
+  }
   if (static_cast<std::int64_t>(envelope_.recipients.size()) >= limits_.max_recipients)
     co_return co_await refuse("rcpt", "max_recipients", "452 4.5.3 Error: too many recipients");
 

@@ -250,3 +250,32 @@ TEST(Config, CheckConfigNamesFileLineAndKey) {
 
 }  // namespace
 }  // namespace mxguard::test
+
+namespace mxguard::test {
+namespace {
+
+TEST(Listen, Ipv4AndIpv6AddressesWithPerPrefixCounting) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  std::string cfg = base_config(quoted(sink.address()), "max_sessions_per_ip = 1\n");
+  cfg.replace(cfg.find("listen = [\"127.0.0.1:@PORT@\"]"), 29,
+              "listen = [\"127.0.0.1:@PORT@\", \"[::1]:@PORT@\"]");
+  guard mx(dir, cfg);
+  smtp_client v6;
+  ASSERT_TRUE(v6.connect(mx.port(), "::1")) << "no IPv6 loopback here";
+  EXPECT_EQ(v6.read_reply().code, 220);
+  ASSERT_EQ(v6.start_transaction("a@remote.example", "user@example.org").code, 250);
+  EXPECT_EQ(v6.send_message(make_message("over v6", "x\r\n")).code, 250);
+  // ::1 and 127.0.0.1 are different clients; a second ::1 session is not.
+  smtp_client v4;
+  ASSERT_TRUE(v4.connect(mx.port()));
+  EXPECT_EQ(v4.read_reply().code, 220);
+  smtp_client v6_again;
+  ASSERT_TRUE(v6_again.connect(mx.port(), "::1"));
+  EXPECT_EQ(v6_again.read_reply().code, 421);
+  ASSERT_TRUE(sink.wait_messages(1));
+  EXPECT_NE(sink.messages()[0].find("Received: from client.test ([::1])"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mxguard::test

@@ -23,6 +23,10 @@ struct verdict {
   std::string reply;  // full SMTP reply line(s) without CRLF, e.g. "554 5.7.1 Relay access denied"
   std::string rule;   // the rule that decided, for the log line and the counters
   double score = 0;   // contribution to the message score (WARN rules, DNSBL)
+  // Refuse at the first RCPT rather than now (postscreen's "enforce"): the
+  // client gets to say who it is and what it sends, so the log shows whose
+  // mail was refused, which is what a postmaster is asked about.
+  bool at_rcpt = false;
 
   static verdict pass() { return {}; }
   bool decided() const { return what != action::cont; }
