@@ -17,7 +17,8 @@ namespace {
 
 // Sections this version knows; [[route]] is handled apart from the table.
 const std::set<std::string_view> known_sections{"server", "tls", "relay", "access",
-                                                "header_rules", "log", "dnsbl"};
+                                                "header_rules", "log", "dnsbl",
+                                                "bounce", "batv", "limits", "greylist"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);
@@ -226,6 +227,124 @@ void compile_dnsbl(config& cfg, NodeFor&& node_for) {
   }
 }
 
+std::string lower_text(std::string_view s) { return lower_ascii(s); }
+
+template <typename NodeFor>
+void compile_bounce(config& cfg, const toml::table& root, NodeFor&& node_for) {
+  const auto& file = cfg.source;
+  const auto& b = cfg.values.bounce;
+  if (b.double_bounce != "discard" && b.double_bounce != "reject")
+    fail(file, node_for("bounce", "double_bounce"), "bounce.double_bounce",
+         "must be \"discard\" or \"reject\"");
+  cfg.discard_double_bounces = b.double_bounce == "discard";
+  for (const auto& a : b.double_bounce_addresses) {
+    auto at = a.rfind('@');
+    if (at == std::string::npos || at == 0 || !valid_domain(a.substr(at + 1)))
+      fail(file, node_for("bounce", "double_bounce_addresses"), "bounce.double_bounce_addresses",
+           "'" + a + "' is not local@domain");
+    cfg.double_bounce_addresses.insert(lower_text(a));
+  }
+
+  const auto& v = cfg.values.batv;
+  for (std::size_t i = 0; i < v.keys.size(); ++i) {
+    std::string error;
+    auto key = parse_batv_key(v.keys[i], error);
+    if (!key) fail(file, node_for("batv", "keys"), fmt::format("batv.keys[{}]", i), error);
+    cfg.batv.secrets[key->first] = key->second;
+  }
+  cfg.batv.sign_key = static_cast<int>(v.sign_key);
+  cfg.batv.validity_days = static_cast<int>(v.validity_days);
+  for (const auto& d : v.domains) {
+    if (!valid_domain(d.starts_with('.') ? d.substr(1) : d))
+      fail(file, node_for("batv", "domains"), "batv.domains", "'" + d + "' is not a domain");
+    cfg.batv_domains.add(d);
+  }
+  if (!v.domains.empty() && !cfg.batv.secrets.contains(cfg.batv.sign_key))
+    fail(file, node_for("batv", "sign_key"), "batv.sign_key",
+         fmt::format("key {} is not in batv.keys", cfg.batv.sign_key));
+  for (const auto& r : v.exempt_recipients) cfg.batv_exempt_recipients.insert(lower_text(r));
+  for (const auto& n : v.exempt_clients) {
+    auto p = ip_prefix::parse(n);
+    if (!p)
+      fail(file, node_for("batv", "exempt_clients"), "batv.exempt_clients",
+           "'" + n + "' is not an address or CIDR prefix");
+    cfg.batv_exempt_clients.push_back(*p);
+  }
+
+  if (auto* node = root.get("recipients")) {
+    auto* table = node->as_table();
+    if (!table) fail(file, *node, "recipients", "must be a table: \"domain\" = \"/path/file\"");
+    for (const auto& [domain_key, path_node] : *table) {
+      std::string domain = lower_text(domain_key.str());
+      auto key = "recipients." + std::string(domain_key.str());
+      auto path = path_node.template value_exact<std::string>();
+      if (!valid_domain(domain)) fail(file, path_node, key, "is not a domain");
+      if (!path) fail(file, path_node, key, "must be a file path (string)");
+      std::ifstream in(*path);
+      if (!in) fail(file, path_node, key, "cannot read '" + *path + "'");
+      auto& users = cfg.recipient_lists[domain];
+      std::string line;
+      for (int number = 1; std::getline(in, line); ++number) {
+        auto hash = line.find('#');
+        if (hash != std::string::npos) line.erase(hash);
+        auto start = line.find_first_not_of(" \t\r");
+        if (start == std::string::npos) continue;
+        auto end = line.find_last_not_of(" \t\r");
+        std::string local = lower_text(line.substr(start, end - start + 1));
+        // "user" or "user@domain" (the domain must be this one).
+        auto at = local.rfind('@');
+        if (at != std::string::npos) {
+          if (local.substr(at + 1) != domain)
+            throw config_error(fmt::format("{}:{}: '{}' is not in domain {}", *path, number,
+                                           local, domain));
+          local.erase(at);
+        }
+        users.insert(local);
+      }
+      cfg.recipient_files[domain] = *path;
+    }
+  }
+}
+
+template <typename NodeFor>
+void compile_limits(config& cfg, NodeFor&& node_for) {
+  const auto& file = cfg.source;
+  const auto& l = cfg.values.limits;
+  auto rate_of = [&](const std::string& text, std::string_view key, ratelimit::rate& out) {
+    auto r = ratelimit::parse_rate(text);
+    if (!r)
+      fail(file, node_for("limits", key), fmt::format("limits.{}", key),
+           "'" + text + "' is not N/period (e.g. \"30/1m\", \"100/1h\") or \"0\"");
+    out = *r;
+  };
+  auto& c = cfg.limits;
+  rate_of(l.connections_per_ip, "connections_per_ip", c.connections_per_ip);
+  rate_of(l.messages_per_ip, "messages_per_ip", c.messages_per_ip);
+  rate_of(l.recipients_per_ip, "recipients_per_ip", c.recipients_per_ip);
+  rate_of(l.null_sender_per_ip, "null_sender_per_ip", c.null_sender_per_ip);
+  rate_of(l.messages_per_sender, "messages_per_sender", c.messages_per_sender);
+  rate_of(l.refused_recipients_per_ip, "refused_recipients_per_ip", c.refused_recipients_per_ip);
+
+  const auto& g = cfg.values.greylist;
+  cfg.greylist.delay = g.delay.count();
+  cfg.greylist.retry_window = g.retry_window.count();
+  cfg.greylist.lifetime = g.lifetime.count();
+  cfg.greylist.auto_allowlist_after = g.auto_allowlist_after;
+  for (const auto& n : g.allowlist_networks) {
+    auto p = ip_prefix::parse(n);
+    if (!p)
+      fail(file, node_for("greylist", "allowlist_networks"), "greylist.allowlist_networks",
+           "'" + n + "' is not an address or CIDR prefix");
+    cfg.greylist_allowlist_networks.push_back(*p);
+  }
+  for (const auto& d : g.allowlist_sender_domains) {
+    if (!valid_domain(d.starts_with('.') ? d.substr(1) : d))
+      fail(file, node_for("greylist", "allowlist_sender_domains"),
+           "greylist.allowlist_sender_domains", "'" + d + "' is not a domain");
+    cfg.greylist_allowlist_senders.add(d);
+  }
+}
+
 void compile(config& cfg, const toml::table& root) {
   const auto& file = cfg.source;
   const auto& s = cfg.values;
@@ -354,6 +473,8 @@ void compile(config& cfg, const toml::table& root) {
   }
 
   compile_dnsbl(cfg, node_for);
+  compile_bounce(cfg, root, node_for);
+  compile_limits(cfg, node_for);
 
   if (s.tls.cert.empty() != s.tls.key.empty())
     fail(file, node_for("tls", s.tls.cert.empty() ? "key" : "cert"), "tls",
@@ -432,6 +553,18 @@ std::string format_duration(duration d) {
   return std::to_string(ms) + "ms";
 }
 
+bool config::is_double_bounce_address(const mailbox& rcpt) const {
+  const auto local = lower_ascii(rcpt.local);
+  if ((local == "mailer-daemon" || local == "double-bounce") && relay_domains.matches(rcpt.domain))
+    return true;
+  return double_bounce_addresses.contains(lower_ascii(rcpt.text()));
+}
+
+const std::set<std::string>* config::recipients_of(std::string_view domain) const {
+  auto it = recipient_lists.find(lower_ascii(domain));
+  return it == recipient_lists.end() ? nullptr : &it->second;
+}
+
 bool config::is_trusted(const boost::asio::ip::address& client) const {
   for (const auto& n : trusted_networks)
     if (n.contains(client)) return true;
@@ -450,7 +583,7 @@ std::shared_ptr<const config> parse_config(std::string_view text, const std::str
   cfg->values = default_settings();
   for (const auto& [section_key, section_node] : root) {
     std::string_view section = section_key.str();
-    if (section == "route") continue;
+    if (section == "route" || section == "recipients") continue;
     if (!known_sections.contains(section))
       fail(name, section_node, section, "unknown section");
     auto* table = section_node.as_table();
@@ -483,10 +616,17 @@ std::string describe(const config& cfg) {
       section = spec.section;
       out += fmt::format("\n[{}]\n", section);
     }
-    auto value = spec.get(cfg.values);
+    setting_value value = spec.get(cfg.values);
     bool is_default = value == spec.get(defaults);
-    // Values are printed as they are: tls.key is a path, and no setting of
-    // this version holds a secret itself (a Redis password will be masked).
+    // Secrets are masked (tls.key is a path, not a secret).
+    if ((spec.section == "batv" || spec.section == "dnsbl") && spec.name == "keys") {
+      auto masked = std::get<std::vector<std::string>>(value);
+      for (auto& k : masked) {
+        auto sep = k.find_first_of(":=");
+        k = (sep == std::string::npos ? std::string() : k.substr(0, sep + 1)) + "********";
+      }
+      value = masked;
+    }
     std::string text = value_text(value);
     out += fmt::format("{} = {}{}\n", spec.name, text, is_default ? "  # default" : "");
   }
@@ -499,6 +639,12 @@ std::string describe(const config& cfg) {
                          h.port);
     }
     out += "]\n";
+  }
+  if (!cfg.recipient_files.empty()) {
+    out += "\n[recipients]\n";
+    for (const auto& [domain, path] : cfg.recipient_files)
+      out += fmt::format("\"{}\" = \"{}\"  # {} users\n", domain, path,
+                         cfg.recipient_lists.at(domain).size());
   }
   out += fmt::format("\n# compiled: {} access entries, {} header rules, {} routes\n",
                      cfg.access.size(), cfg.header_rules.size(), cfg.routes.routes().size());

@@ -21,9 +21,15 @@
 #include <variant>
 #include <vector>
 
+#include <map>
+#include <set>
+
 #include "access_list.hpp"
+#include "batv.hpp"
+#include "smtp_syntax.hpp"
 #include "header_rules.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
+#include "mxguard/ratelimit/ratelimit.hpp"
 #include "mxguard/net.hpp"
 #include "routes.hpp"
 
@@ -106,6 +112,44 @@ struct dnsbl_settings {
   friend bool operator==(const dnsbl_settings&, const dnsbl_settings&) = default;
 };
 
+struct bounce_settings {
+  std::string double_bounce;
+  std::vector<std::string> double_bounce_addresses;
+};
+
+struct batv_settings {
+  std::vector<std::string> domains;
+  std::vector<std::string> keys;
+  std::int64_t sign_key = 0;
+  std::int64_t validity_days = 0;
+  std::vector<std::string> exempt_recipients;
+  std::vector<std::string> exempt_clients;
+};
+
+struct limits_settings {
+  std::string connections_per_ip;
+  std::string messages_per_ip;
+  std::string recipients_per_ip;
+  std::string null_sender_per_ip;
+  std::string messages_per_sender;
+  std::string refused_recipients_per_ip;
+  std::int64_t ipv4_prefix = 0;
+  std::int64_t ipv6_prefix = 0;
+  std::int64_t max_keys = 0;
+};
+
+struct greylist_settings {
+  bool enabled = false;
+  duration delay{};
+  duration retry_window{};
+  duration lifetime{};
+  std::int64_t auto_allowlist_after = 0;
+  std::vector<std::string> allowlist_networks;
+  std::vector<std::string> allowlist_sender_domains;
+  std::int64_t ipv4_prefix = 0;
+  std::int64_t ipv6_prefix = 0;
+};
+
 // Plain values straight from the file, defaults filled in.
 struct settings {
   server_settings server;
@@ -115,6 +159,10 @@ struct settings {
   header_rule_settings header_rules;
   log_settings log;
   dnsbl_settings dnsbl;
+  bounce_settings bounce;
+  batv_settings batv;
+  limits_settings limits;
+  greylist_settings greylist;
 };
 
 // The frozen, validated configuration: settings plus what was compiled from
@@ -133,6 +181,35 @@ struct config {
   dnsbl::settings dnsbl;
   bool dnsbl_enabled = false;
   bool dnsbl_at_rcpt = false;
+
+  // [bounce], [batv], [recipients] compiled.
+  bool discard_double_bounces = true;
+  std::set<std::string> double_bounce_addresses;  // lower case
+  batv_keys batv;
+  relay_domain_set batv_domains;
+  std::set<std::string> batv_exempt_recipients;  // lower case: address, or @domain
+  std::vector<ip_prefix> batv_exempt_clients;
+  // Valid local parts per domain (lower case), from [recipients] files.
+  std::map<std::string, std::set<std::string>> recipient_lists;
+  std::map<std::string, std::string> recipient_files;  // domain → file, for describe
+
+  // [limits], [greylist] compiled.
+  struct compiled_limits {
+    ratelimit::rate connections_per_ip, messages_per_ip, recipients_per_ip, null_sender_per_ip,
+        messages_per_sender, refused_recipients_per_ip;
+    bool any() const {
+      return connections_per_ip.enabled() || messages_per_ip.enabled() ||
+             recipients_per_ip.enabled() || null_sender_per_ip.enabled() ||
+             messages_per_sender.enabled() || refused_recipients_per_ip.enabled();
+    }
+  } limits;
+  ratelimit::greylist_policy greylist;
+  std::vector<ip_prefix> greylist_allowlist_networks;
+  relay_domain_set greylist_allowlist_senders;
+
+  bool is_double_bounce_address(const mailbox& rcpt) const;
+  // nullptr when the domain has no list (the next hop decides).
+  const std::set<std::string>* recipients_of(std::string_view domain) const;
 
   bool is_trusted(const boost::asio::ip::address& client) const;
 };

@@ -99,7 +99,7 @@ void reload(daemon_state& state, boost::asio::io_context& control, const std::st
   try {
     auto cfg = load_config(file);
     auto old = state.current();
-    auto snapshot = make_snapshot(cfg, old);
+    auto snapshot = make_snapshot(cfg, old, state.store);
     if (snapshot->dnsbl != old->dnsbl) start_health_checks(control, *snapshot);
     if (old->cfg->values.server.listen != cfg->values.server.listen ||
         old->cfg->values.server.workers != cfg->values.server.workers)
@@ -161,7 +161,9 @@ int main(int argc, char** argv) {
   std::shared_ptr<const config> cfg;
   try {
     cfg = load_config(config_file);
-    state.install(make_snapshot(cfg));
+    state.store =
+        ratelimit::make_embedded_store(static_cast<std::size_t>(cfg->values.limits.max_keys));
+    state.install(make_snapshot(cfg, nullptr, state.store));
   } catch (const std::exception& e) {
     std::cerr << "mxguard: " << e.what() << "\n";
     return 1;

@@ -45,6 +45,7 @@ struct envelope {
   std::optional<std::uint64_t> declared_size;
   bool body_8bit = false;
   std::vector<mailbox> recipients;  // accepted so far
+  bool discard = false;  // a double bounce taken only to be dropped: nothing is relayed
 };
 
 struct check_input {

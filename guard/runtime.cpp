@@ -14,7 +14,8 @@
 namespace mxguard::guard {
 
 std::shared_ptr<const runtime_snapshot> make_snapshot(
-    std::shared_ptr<const config> cfg, std::shared_ptr<const runtime_snapshot> previous) {
+    std::shared_ptr<const config> cfg, std::shared_ptr<const runtime_snapshot> previous,
+    std::shared_ptr<ratelimit::state_store> store) {
   auto snap = std::make_shared<runtime_snapshot>();
   if (!cfg->values.tls.cert.empty()) {
     auto tls = std::make_shared<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
@@ -35,6 +36,13 @@ std::shared_ptr<const runtime_snapshot> make_snapshot(
       snap->dnsbl = std::make_shared<dnsbl::engine>(cfg->dnsbl);
   }
   auto policy = std::make_shared<policy_chain>();
+  // Cheapest first: the rate limits answer from memory, the DNS lists may wait.
+  if (cfg->limits.any() || cfg->values.greylist.enabled) {
+    if (!store)
+      store = ratelimit::make_embedded_store(static_cast<std::size_t>(cfg->values.limits.max_keys));
+    snap->limits = std::make_shared<limit_check>(store, cfg);
+    policy->add(snap->limits);
+  }
   if (snap->dnsbl) policy->add(std::make_shared<dnsbl_check>(snap->dnsbl, cfg));
   if (cfg->header_rules.size() > 0) policy->add(std::make_shared<header_rule_check>(cfg));
   snap->policy = std::move(policy);

@@ -14,6 +14,7 @@
 #include "admission.hpp"
 #include "config.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
+#include "limit_check.hpp"
 #include "policy.hpp"
 
 namespace mxguard::guard {
@@ -23,13 +24,17 @@ struct runtime_snapshot {
   std::shared_ptr<boost::asio::ssl::context> server_tls;  // null: STARTTLS not offered
   std::shared_ptr<const policy_chain> policy;
   std::shared_ptr<dnsbl::engine> dnsbl;  // null when no lists are configured
+  std::shared_ptr<limit_check> limits;   // null when no limit and no greylisting is on
 };
 
 // Builds everything a snapshot holds from a validated config (TLS contexts
 // load their files here; a failure is a config_error). The DNSBL engine, and
 // so its cache, is taken over from `previous` when [dnsbl] did not change.
+// `store` is the daemon's state store, kept across reloads (null: a fresh
+// embedded one, for --check-config).
 std::shared_ptr<const runtime_snapshot> make_snapshot(
-    std::shared_ptr<const config> cfg, std::shared_ptr<const runtime_snapshot> previous = nullptr);
+    std::shared_ptr<const config> cfg, std::shared_ptr<const runtime_snapshot> previous = nullptr,
+    std::shared_ptr<ratelimit::state_store> store = nullptr);
 
 // Runs the engine's RFC 5782 health checks every dnsbl.health_interval for
 // as long as the engine exists (a reload that replaces it ends the loop).
@@ -45,6 +50,9 @@ class daemon_state {
   admission& slots() { return slots_; }
   boost::asio::ssl::context& relay_tls() { return relay_tls_; }
   std::uint64_t next_session_number() { return session_counter_.fetch_add(1) + 1; }
+
+  // Rate limits and greylisting state, for the life of the process.
+  std::shared_ptr<ratelimit::state_store> store;
 
   // Message bytes held by all sessions (server.max_buffered_bytes).
   std::atomic<std::int64_t>& buffered_bytes() { return buffered_bytes_; }

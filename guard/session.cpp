@@ -33,6 +33,12 @@ std::string rfc5322_date(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
+mailbox split_mailbox(const std::string& address) {
+  auto at = address.rfind('@');
+  if (at == std::string::npos) return {address, ""};
+  return {address.substr(0, at), address.substr(at + 1)};
+}
+
 bool is_refusal(const verdict& v) {
   return v.what == action::reject || v.what == action::defer || v.what == action::drop;
 }
@@ -100,6 +106,9 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<void> deliver(data_reader& reader);
   asio::awaitable<void> abandon_relay_transaction();
   void reset_transaction();
+  std::optional<verdict> bounce_rules(mailbox& rcpt);
+  asio::awaitable<void> count_refused_recipient();
+  std::string outbound_sender(const mailbox& first_rcpt) const;
   std::string received_header() const;
   bool apply_policy_refusal(const verdict& v, std::string_view stage_name);
   check_input input(const mailbox* rcpt = nullptr, std::string_view message = {}) const {
@@ -558,6 +567,21 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     co_return co_await refuse("rcpt", "next_hop",
                               "451 4.4.2 Next hop connection lost, try again later");
 
+  if (auto refusal = bounce_rules(rcpt)) co_return co_await refuse("rcpt", refusal->rule, refusal->reply);
+  if (envelope_.discard) {
+    // A double bounce to be dropped: nothing to relay, nobody to ask.
+    envelope_.recipients.push_back(std::move(rcpt));
+    reply("250 2.1.5 Ok");
+    co_return;
+  }
+  if (const auto* users = cfg_.recipients_of(rcpt.domain);
+      users && !users->contains(lower_ascii(rcpt.local))) {
+    ++refused_;
+    co_await refuse("rcpt", "recipient_list",
+                    "550 5.1.1 <" + rcpt.text() + ">: Recipient address rejected: User unknown");
+    co_return co_await count_refused_recipient();
+  }
+
   auto v = co_await snapshot_->policy->run(stage::rcpt, input(&rcpt));
   if (apply_policy_refusal(v, "rcpt")) co_return;
 
@@ -579,7 +603,7 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
         co_return co_await refuse("rcpt", "next_hop", opened.to_client());
       }
     }
-    auto mailed = co_await relay_.mail(envelope_.sender.text(), envelope_.declared_size,
+    auto mailed = co_await relay_.mail(outbound_sender(rcpt), envelope_.declared_size,
                                        envelope_.body_8bit);
     if (!mailed.positive())
       co_return co_await refuse("rcpt", "next_hop_mail", mailed.to_client());
@@ -588,12 +612,87 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
   auto answer = co_await relay_.rcpt(rcpt.text());
   if (!answer.positive()) {
     ++refused_;
-    co_return co_await refuse("rcpt", answer.local ? "next_hop" : "next_hop_rcpt",
-                              answer.to_client());
+    co_await refuse("rcpt", answer.local ? "next_hop" : "next_hop_rcpt", answer.to_client());
+    if (answer.code >= 500) co_await count_refused_recipient();
+    co_return;
   }
   route_ = r;
   envelope_.recipients.push_back(std::move(rcpt));
   reply(answer.to_client());
+}
+
+// A client refusing too many unknown recipients is harvesting addresses.
+asio::awaitable<void> session::count_refused_recipient() {
+  if (!snapshot_->limits || quit_) co_return;
+  auto v = co_await snapshot_->limits->count_refused_recipient(facts_);
+  if (!is_refusal(v)) co_return;
+  ops::event("REJECT")
+      .add("stage", "rcpt")
+      .add("rule", v.rule)
+      .add("client", client_text_)
+      .add("sid", facts_.id)
+      .add("reply", v.reply)
+      .emit();
+  co_await close_with(v.reply);
+}
+
+// Bounce and double-bounce suppression for one recipient; may rewrite it
+// (a valid BATV tag is stripped) or mark the transaction for discarding.
+std::optional<verdict> session::bounce_rules(mailbox& rcpt) {
+  auto refusal = [](std::string rule, std::string reply) {
+    verdict v;
+    v.what = action::reject;
+    v.rule = std::move(rule);
+    v.reply = std::move(reply);
+    return v;
+  };
+  const bool batv_domain = cfg_.batv_domains.matches(rcpt.domain);
+  if (!envelope_.null_sender) {
+    // Replies to a tagged address (auto-responders): strip a valid tag.
+    if (batv_domain) {
+      auto check = batv_verify(cfg_.batv, rcpt.text(), days_since_epoch());
+      if (check.status == batv_status::valid) rcpt = split_mailbox(check.original);
+    }
+    return std::nullopt;
+  }
+  // A DSN goes to exactly one address, the return path (RFC 3464): a bounce
+  // with two recipients is not a bounce. Permanent, so it is not retried.
+  if (!envelope_.recipients.empty())
+    return refusal("null_sender_recipients",
+                   "550 5.5.3 Error: a bounce (null sender) has only one recipient");
+  if (cfg_.is_double_bounce_address(rcpt)) {
+    if (!cfg_.discard_double_bounces)
+      return refusal("double_bounce", "550 5.7.1 Error: double bounce not accepted");
+    envelope_.discard = true;
+    return std::nullopt;
+  }
+  if (!batv_domain) return std::nullopt;
+  const auto address = lower_ascii(rcpt.text());
+  bool exempt = lower_ascii(rcpt.local) == "postmaster" ||
+                cfg_.batv_exempt_recipients.contains(address) ||
+                cfg_.batv_exempt_recipients.contains("@" + lower_ascii(rcpt.domain));
+  for (const auto& n : cfg_.batv_exempt_clients) exempt = exempt || n.contains(facts_.client);
+  auto check = batv_verify(cfg_.batv, rcpt.text(), days_since_epoch());
+  if (check.status == batv_status::valid) {
+    rcpt = split_mailbox(check.original);  // the inner server knows the plain address
+    return std::nullopt;
+  }
+  if (exempt && check.status == batv_status::untagged) return std::nullopt;
+  // A bounce for mail we never sent: the backscatter of a forgery.
+  return refusal(std::string("batv_") + to_string(check.status),
+                 "550 5.7.1 <" + rcpt.text() +
+                     ">: bounce refused: it answers mail that was not sent from here");
+}
+
+// The envelope sender towards the next hop: BATV-signed for outbound mail
+// from our own domains (from trusted clients to other domains).
+std::string session::outbound_sender(const mailbox& first_rcpt) const {
+  const auto& sender = envelope_.sender;
+  if (envelope_.null_sender || !facts_.trusted || cfg_.batv_domains.patterns().empty() ||
+      !cfg_.batv_domains.matches(sender.domain) || cfg_.relay_domains.matches(first_rcpt.domain) ||
+      lower_ascii(sender.local).starts_with("prvs="))
+    return sender.text();
+  return batv_sign(cfg_.batv, sender.text(), days_since_epoch());
 }
 
 asio::awaitable<void> session::on_rset() {
@@ -684,7 +783,7 @@ asio::awaitable<void> session::on_data() {
     co_return co_await refuse("data", "sequence", "503 5.5.1 Error: need MAIL command");
   if (envelope_.recipients.empty())
     co_return co_await refuse("data", "sequence", "554 5.5.1 Error: no valid recipients");
-  if (!relay_.connected()) {
+  if (!relay_.connected() && !envelope_.discard) {
     co_await refuse("data", "next_hop", "451 4.4.2 Next hop connection lost, try again later");
     reset_transaction();
     relay_mail_sent_ = false;
@@ -764,6 +863,12 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
         .add("bare_lf", static_cast<std::int64_t>(reader.bare_lf()))
         .add("bare_cr", static_cast<std::int64_t>(reader.bare_cr()))
         .emit();
+  if (envelope_.discard) {
+    ++messages_;
+    log_transaction("DISCARD", "double_bounce", "250 2.0.0 Ok", "");
+    reply("250 2.0.0 Ok");
+    co_return;
+  }
   auto v = co_await snapshot_->policy->run(stage::end_of_data, input(nullptr, reader.message()));
   if (v.what == action::discard) {
     ++messages_;

@@ -1,0 +1,36 @@
+// Rate limits and greylisting as policy, over the state store.
+//
+// connect: connections per client; MAIL: messages, null-sender messages and
+// messages per sender; RCPT: recipients per client, then greylisting. The
+// session also reports refused recipients (a directory-harvest signal).
+// Trusted and allowlisted clients are not limited.
+#pragma once
+
+#include <memory>
+
+#include "config.hpp"
+#include "mxguard/ratelimit/ratelimit.hpp"
+#include "policy.hpp"
+
+namespace mxguard::guard {
+
+class limit_check final : public stage_check {
+ public:
+  limit_check(std::shared_ptr<ratelimit::state_store> store, std::shared_ptr<const config> cfg)
+      : store_(std::move(store)), cfg_(std::move(cfg)) {}
+  std::string_view name() const override { return "limits"; }
+  bool applies_to(stage s) const override;
+  boost::asio::awaitable<verdict> evaluate(stage s, const check_input& input) override;
+
+  // Counts a refused recipient; a verdict (421, close) once the client has
+  // refused more than limits.refused_recipients_per_ip.
+  boost::asio::awaitable<verdict> count_refused_recipient(const session_facts& session);
+
+ private:
+  std::string client_key(const session_facts& session) const;
+  boost::asio::awaitable<verdict> greylist(const check_input& input);
+  std::shared_ptr<ratelimit::state_store> store_;
+  std::shared_ptr<const config> cfg_;
+};
+
+}  // namespace mxguard::guard

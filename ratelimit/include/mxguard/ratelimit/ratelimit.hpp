@@ -1,0 +1,122 @@
+// mxguard::ratelimit: rate limits, concurrency leases and greylisting over a
+// state store that is either embedded (in this process, the default) or
+// shared by a gateway pair (Redis).
+//
+// The deciding arithmetic is pure and takes `now` (milliseconds of wall-clock
+// time, so that two gateways agree): tests inject it, the stores apply it
+// atomically per key (a mutex here, one Lua script in Redis).
+//
+// Rate limits use GCRA (the generic cell rate algorithm, as in ATM networks
+// and Redis-cell): one stored number per key, the "theoretical arrival time".
+// It allows `count` events per `period` with bursts up to `count`, refills
+// continuously (no window edges a client can game, unlike fixed windows), and
+// needs one read-modify-write per check (unlike sliding logs).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+namespace mxguard::ratelimit {
+
+using millis = std::int64_t;  // milliseconds since the epoch, or a span
+
+struct rate {
+  std::int64_t count = 0;  // 0: no limit
+  millis period = 0;
+  bool enabled() const { return count > 0 && period > 0; }
+  friend bool operator==(const rate&, const rate&) = default;
+};
+
+// "30/1m", "100/1h", "10/30s"; "" or "0" = no limit.
+std::optional<rate> parse_rate(std::string_view text);
+std::string to_string(const rate& r);
+
+struct decision {
+  bool allowed = true;
+  millis retry_after = 0;  // when refused: wait this long for the next event to fit
+};
+
+// One GCRA step on the stored TAT (0 = new key). Consumes `cost` when allowed;
+// leaves `tat` unchanged when refused. Returns the decision and the TTL the
+// key needs (after it the key is as good as new).
+decision gcra(millis& tat, millis now, const rate& r, std::int64_t cost = 1);
+millis gcra_ttl(millis tat, millis now);
+
+// --- greylisting ---------------------------------------------------------------
+
+struct greylist_policy {
+  millis delay = 25 * 60 * 1000;              // OpenBSD spamd: 25 min
+  millis retry_window = 4 * 3600 * 1000;      // then a retry must come within 4 h
+  millis lifetime = 36ll * 24 * 3600 * 1000;  // a passed triplet is remembered 36 days
+  std::int64_t auto_allowlist_after = 5;      // passes after which the client skips it
+};
+
+struct triplet_record {
+  millis first_seen = 0;
+  millis passed_at = 0;  // 0: not passed yet
+  millis last_seen = 0;
+};
+
+enum class grey_result { pass, defer };
+struct grey_outcome {
+  grey_result what = grey_result::pass;
+  millis wait = 0;            // defer: time until a retry will pass
+  bool newly_passed = false;  // this attempt passed the triplet for the first time
+};
+
+// One greylisting step on a triplet record (first_seen 0 = unknown).
+grey_outcome greylist_step(triplet_record& record, millis now, const greylist_policy& policy);
+
+// --- the store ---------------------------------------------------------------------
+
+struct rate_key {
+  std::string key;
+  rate limit;
+  std::int64_t cost = 1;
+};
+
+// When the store cannot answer (Redis down): `failed` set and the decision
+// left to the caller's failure policy.
+struct store_decision {
+  decision result;
+  bool failed = false;
+  std::size_t refused_index = 0;  // which key refused, when refused
+};
+
+class state_store {
+ public:
+  virtual ~state_store() = default;
+  virtual std::string_view name() const = 0;
+  // Checks every key; allowed only when all allow, and then each consumes its
+  // cost. Atomic as a whole.
+  virtual boost::asio::awaitable<store_decision> check_rates(std::vector<rate_key> keys,
+                                                             millis now) = 0;
+  // Counts one refused event for a key without deciding (harvest signal):
+  // like check_rates with one key, but consumes even when over the limit.
+  virtual boost::asio::awaitable<store_decision> count_event(rate_key key, millis now) = 0;
+  // Greylisting: the triplet's step, and the client's pass count for the
+  // auto-allowlist. `client_key` identifies the client network.
+  struct grey_answer {
+    grey_outcome outcome;
+    bool client_allowlisted = false;
+    bool failed = false;
+  };
+  virtual boost::asio::awaitable<grey_answer> greylist(std::string triplet_key,
+                                                       std::string client_key,
+                                                       greylist_policy policy, millis now) = 0;
+};
+
+// The embedded store: sharded maps in this process, each entry with an
+// expiry; at most `max_keys` keys (the least recently written go first).
+std::shared_ptr<state_store> make_embedded_store(std::size_t max_keys);
+
+millis wall_clock_now();
+
+}  // namespace mxguard::ratelimit
