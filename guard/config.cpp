@@ -18,7 +18,7 @@ namespace {
 // Sections this version knows; [[route]] is handled apart from the table.
 const std::set<std::string_view> known_sections{"server", "tls", "relay", "access",
                                                 "header_rules", "log", "dnsbl",
-                                                "bounce", "batv", "limits", "greylist"};
+                                                "bounce", "batv", "limits", "greylist", "redis"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);
@@ -213,8 +213,10 @@ void compile_dnsbl(config& cfg, NodeFor&& node_for) {
               std::isdigit(static_cast<unsigned char>((*reply)[1])) &&
               std::isdigit(static_cast<unsigned char>((*reply)[2])) && (*reply)[3] == ' ';
     for (char c : *reply) ok = ok && c >= 0x20 && c < 0x7f;
+    // Fix: a bad rhsbl_reply was reported as "dnsbl.reply".
     if (!ok)
-      fail(file, node_for("dnsbl", reply == &d.reply ? "reply" : "rhsbl_reply"), "dnsbl.reply",
+      fail(file, node_for("dnsbl", reply == &d.reply ? "reply" : "rhsbl_reply"),
+           reply == &d.reply ? "dnsbl.reply" : "dnsbl.rhsbl_reply",
            "must be a 4xx or 5xx SMTP reply line of printable ASCII");
   }
   cfg.dnsbl_at_rcpt = d.action == "rcpt";
@@ -324,6 +326,22 @@ void compile_limits(config& cfg, NodeFor&& node_for) {
   rate_of(l.null_sender_per_ip, "null_sender_per_ip", c.null_sender_per_ip);
   rate_of(l.messages_per_sender, "messages_per_sender", c.messages_per_sender);
   rate_of(l.refused_recipients_per_ip, "refused_recipients_per_ip", c.refused_recipients_per_ip);
+
+  const auto& r = cfg.values.redis;
+  if (r.failure != "local" && r.failure != "open" && r.failure != "tempfail")
+    fail(file, node_for("redis", "failure"), "redis.failure",
+         "must be \"local\", \"open\" or \"tempfail\"");
+  if (!r.url.empty()) {
+    std::string error;
+    auto settings = ratelimit::parse_redis_url(r.url, error);
+    if (!settings) fail(file, node_for("redis", "url"), "redis.url", error);
+    settings->timeout = r.timeout;
+    settings->prefix = r.prefix;
+    settings->failure = r.failure == "local"  ? ratelimit::redis_settings::on_failure::local
+                        : r.failure == "open" ? ratelimit::redis_settings::on_failure::open
+                                              : ratelimit::redis_settings::on_failure::tempfail;
+    cfg.redis = std::move(settings);
+  }
 
   const auto& g = cfg.values.greylist;
   cfg.greylist.delay = g.delay.count();
@@ -619,6 +637,13 @@ std::string describe(const config& cfg) {
     setting_value value = spec.get(cfg.values);
     bool is_default = value == spec.get(defaults);
     // Secrets are masked (tls.key is a path, not a secret).
+    if (spec.section == "redis" && spec.name == "url") {
+      auto url = std::get<std::string>(value);
+      auto at = url.rfind('@');
+      auto scheme = url.find("://");
+      if (at != std::string::npos && scheme != std::string::npos)
+        value = url.substr(0, scheme + 3) + "********" + url.substr(at);
+    }
     if ((spec.section == "batv" || spec.section == "dnsbl") && spec.name == "keys") {
       auto masked = std::get<std::vector<std::string>>(value);
       for (auto& k : masked) {

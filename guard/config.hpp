@@ -30,6 +30,7 @@
 #include "header_rules.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
 #include "mxguard/ratelimit/ratelimit.hpp"
+#include "mxguard/ratelimit/redis_store.hpp"
 #include "mxguard/net.hpp"
 #include "routes.hpp"
 
@@ -138,6 +139,14 @@ struct limits_settings {
   std::int64_t max_keys = 0;
 };
 
+struct redis_config {
+  std::string url;
+  std::string failure;
+  duration timeout{};
+  std::string prefix;
+  friend bool operator==(const redis_config&, const redis_config&) = default;
+};
+
 struct greylist_settings {
   bool enabled = false;
   duration delay{};
@@ -163,6 +172,7 @@ struct settings {
   batv_settings batv;
   limits_settings limits;
   greylist_settings greylist;
+  redis_config redis;
 };
 
 // The frozen, validated configuration: settings plus what was compiled from
@@ -204,6 +214,7 @@ struct config {
     }
   } limits;
   ratelimit::greylist_policy greylist;
+  std::optional<ratelimit::redis_settings> redis;  // set when redis.url is
   std::vector<ip_prefix> greylist_allowlist_networks;
   relay_domain_set greylist_allowlist_senders;
 

@@ -230,6 +230,20 @@ const setting_spec table[] = {
     {"limits", "max_keys", value_kind::integer, "1000000", 1000, 100000000,
      "Counters the embedded store keeps (least recently used go first).",
      MXG_FIELD(limits, max_keys)},
+    // [redis]
+    {"redis", "url", value_kind::string, R"("")", 0, 0,
+     "`redis://[[user]:password@]host[:port][/db]` or `unix:///path[?db=N]`: share limits and "
+     "greylisting with the other gateways; empty = the embedded store.",
+     MXG_FIELD(redis, url)},
+    {"redis", "failure", value_kind::string, R"("local")", 0, 0,
+     "While Redis does not answer: `local` (decide in process), `open` (allow), `tempfail` (451).",
+     MXG_FIELD(redis, failure)},
+    {"redis", "timeout", value_kind::duration, R"("200ms")", 10, minute,
+     "Longest wait for Redis in a session; then the failure policy decides.",
+     MXG_FIELD(redis, timeout)},
+    {"redis", "prefix", value_kind::string, R"("mxg:")", 0, 0,
+     "Prefix of every key mxguard writes (share one Redis between deployments).",
+     MXG_FIELD(redis, prefix)},
     // [greylist]
     {"greylist", "enabled", value_kind::boolean, "false", 0, 0,
      "Greylist (client network, sender, recipient) triplets at RCPT with `451 4.7.1`.",

@@ -18,6 +18,12 @@ verdict refusal(action what, std::string rule, std::string reply) {
   return v;
 }
 
+// redis.failure = "tempfail": the shared state cannot be asked.
+verdict store_unavailable() {
+  return refusal(action::defer, "limits:store_unavailable",
+                 "451 4.3.0 Error: temporary failure, try again later");
+}
+
 }  // namespace
 
 bool limit_check::applies_to(stage s) const {
@@ -64,7 +70,8 @@ boost::asio::awaitable<verdict> limit_check::evaluate(stage s, const check_input
   }
   if (!keys.empty()) {
     auto d = co_await store_->check_rates(keys, now);
-    if (!d.failed && !d.result.allowed) {
+    if (d.failed) co_return store_unavailable();
+    if (!d.result.allowed) {
       auto rule = "limits:" + std::string(names[d.refused_index]);
       auto wait = seconds_up(d.result.retry_after);
       if (s == stage::connect)
@@ -98,7 +105,8 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
                         lower_ascii(input.recipient ? input.recipient->text() : "");
   auto answer = co_await store_->greylist(triplet, "gc:" + network, cfg_->greylist,
                                           ratelimit::wall_clock_now());
-  if (answer.failed || answer.client_allowlisted ||
+  if (answer.failed) co_return store_unavailable();
+  if (answer.client_allowlisted ||
       answer.outcome.what == ratelimit::grey_result::pass) {
     if (answer.outcome.newly_passed)
       ops::event("GREYLIST")

@@ -105,6 +105,8 @@ void reload(daemon_state& state, boost::asio::io_context& control, const std::st
         old->cfg->values.server.workers != cfg->values.server.workers)
       ops::log_message(ops::severity::warning, "RELOAD",
                        "server.listen and server.workers change only on restart");
+    if (old->cfg->values.redis != cfg->values.redis)
+      ops::log_message(ops::severity::warning, "RELOAD", "[redis] changes only on restart");
     apply_log_format(cli_format, *cfg);
     state.install(std::move(snapshot));
     ops::event("RELOAD").add("config", file).add("result", "ok").emit();
@@ -163,6 +165,9 @@ int main(int argc, char** argv) {
     cfg = load_config(config_file);
     state.store =
         ratelimit::make_embedded_store(static_cast<std::size_t>(cfg->values.limits.max_keys));
+    // With Redis, the embedded store stays as the fallback of redis.failure = "local".
+    // (redis.url changes take effect on restart, like server.listen.)
+    if (cfg->redis) state.store = ratelimit::make_redis_store(*cfg->redis, state.store);
     state.install(make_snapshot(cfg, nullptr, state.store));
   } catch (const std::exception& e) {
     std::cerr << "mxguard: " << e.what() << "\n";

@@ -8,11 +8,11 @@ packages=(
   # build
   build-essential cmake pkg-config git
   libboost1.81-dev libssl-dev libtomlplusplus-dev libre2-dev libfmt-dev libcli11-dev
-  libldns-dev
+  libldns-dev libhiredis-dev
   libgtest-dev googletest
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
-  postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils
+  postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
   # fuzzing (tests/fuzz/run.sh) and formatting
   clang libclang-rt-14-dev clang-format
 )

@@ -82,6 +82,28 @@ class smtp_sink {
   child process_;
 };
 
+// A real redis-server on a loopback port, no persistence.
+class redis_server {
+ public:
+  explicit redis_server(const temp_dir& dir, const std::string& password = "",
+                        int port = 0);
+  int port() const { return port_; }
+  std::string url(const std::string& password = "") const;
+  void kill();     // SIGKILL
+  void pause();    // SIGSTOP: a Redis that accepts nothing and answers nothing
+  void resume();   // SIGCONT
+  void restart();  // a new process on the same port
+  // Runs redis-cli with `args`; its output.
+  std::string cli(const std::string& args) const;
+
+ private:
+  const temp_dir& dir_;
+  std::string password_;
+  int port_;
+  child process_;
+  void start();
+};
+
 // The message as received from the client: the part of a sink dump after
 // smtp-sink's Received header and our own Received header, with LF lines.
 std::string dumped_body(const std::string& dump);

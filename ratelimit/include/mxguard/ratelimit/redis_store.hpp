@@ -1,0 +1,50 @@
+// The Redis state store: rate limits and greylisting shared by every
+// gateway of a pair (or fleet) through one Redis.
+//
+// hiredis's async API runs on the caller's Asio executor through a small
+// adapter (one connection per I/O thread, created on first use); each
+// deciding operation is one Lua script, loaded once and called by EVALSHA
+// (see the scripts in redis_store.cpp for KEYS/ARGV/return). Every key carries
+// `prefix` and an expiry.
+//
+// Failure policy (`failure`): while Redis does not answer within `timeout`,
+//   local    — decide with an embedded store in this process (the default;
+//              nothing is resynchronised when Redis comes back),
+//   open     — allow,
+//   tempfail — report `failed`, and the caller answers 451.
+// A circuit breaker stops waiting on a dead Redis: after a failure, calls go
+// straight to the failure policy until a reconnect, tried with exponential
+// backoff and jitter, succeeds. One log line per change of state.
+//
+// hiredis 0.14 (Debian 12) has no TLS: reach a TLS-only Redis through a local
+// tunnel (stunnel, spiped) or use a Unix socket.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "mxguard/ratelimit/ratelimit.hpp"
+
+namespace mxguard::ratelimit {
+
+struct redis_settings {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string unix_socket;  // instead of host/port when set
+  std::string user;         // ACL user (Redis 6+); empty = default
+  std::string password;
+  int database = 0;
+  std::string prefix = "mxg:";
+  std::chrono::milliseconds timeout{200};
+  enum class on_failure { local, open, tempfail } failure = on_failure::local;
+};
+
+// "redis://[[user]:password@]host[:port][/db]" or "unix:///path[?db=N]".
+std::optional<redis_settings> parse_redis_url(std::string_view url, std::string& error);
+
+// `fallback` serves the `local` failure policy (and must outlive the store).
+std::shared_ptr<state_store> make_redis_store(redis_settings settings,
+                                              std::shared_ptr<state_store> fallback);
+
+}  // namespace mxguard::ratelimit

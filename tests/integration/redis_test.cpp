@@ -1,0 +1,136 @@
+// Limits and greylisting shared by two gateways through a real redis-server,
+// and what happens when Redis dies, hangs or wants a password.
+#include <csignal>
+
+#include "common.hpp"
+
+namespace mxguard::test {
+namespace {
+
+std::string shared_config(const smtp_sink& sink, const std::string& url,
+                          const std::string& limits, const std::string& redis_extra = "") {
+  return base_config(quoted(sink.address()), "",
+                     "\n[limits]\n" + limits + "\n[redis]\nurl = " + quoted(url) +
+                         "\ntimeout = \"200ms\"\n" + redis_extra);
+}
+
+// MAIL from a fresh connection; the MAIL reply.
+smtp_reply try_mail(int port) {
+  smtp_client c;
+  if (!c.connect(port)) return {};
+  c.read_reply();
+  c.command("EHLO pair.test");
+  return c.command("MAIL FROM:<a@remote.example>");
+}
+
+TEST(RedisPair, TwoInstancesEnforceOneCombinedLimit) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  auto cfg = shared_config(sink, redis.url(), "messages_per_ip = \"10/1m\"\n");
+  guard a(dir, cfg, "a");
+  guard b(dir, cfg, "b");
+  int refused = 0, accepted = 0;
+  for (int i = 0; i < 6; ++i) {
+    for (int port : {a.port(), b.port()}) {
+      auto r = try_mail(port);
+      if (r.code == 250) ++accepted;
+      if (r.code == 452) ++refused;
+    }
+  }
+  EXPECT_EQ(accepted, 10);
+  EXPECT_EQ(refused, 2);
+  EXPECT_NE(redis.cli("--scan --pattern 'mxg:m:*'").find("mxg:m:127.0.0.1/32"), std::string::npos);
+}
+
+TEST(RedisPair, GreylistFirstAtADeferredRetryAtBAccepted) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  auto cfg = base_config(quoted(sink.address()), "",
+                         "\n[greylist]\nenabled = true\ndelay = \"1s\"\n\n[redis]\nurl = " +
+                             quoted(redis.url()) + "\n");
+  guard a(dir, cfg, "a");
+  guard b(dir, cfg, "b");
+  auto attempt = [](int port) {
+    smtp_client c;
+    c.connect(port);
+    c.read_reply();
+    return c.start_transaction("sender@remote.example", "user@example.org").code;
+  };
+  EXPECT_EQ(attempt(a.port()), 451);
+  EXPECT_EQ(attempt(b.port()), 451);  // B knows the triplet is too young
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_EQ(attempt(b.port()), 250);
+  EXPECT_EQ(attempt(a.port()), 250);
+}
+
+TEST(RedisFailure, EveryPolicyAnswersWithinTheTimeoutAndRecovers) {
+  struct row {
+    const char* policy;
+    int want_while_down;
+  } rows[] = {{"local", 250}, {"open", 250}, {"tempfail", 451}};
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.policy);
+    temp_dir dir;
+    redis_server redis(dir);
+    smtp_sink sink(dir);
+    guard mx(dir, shared_config(sink, redis.url(), "messages_per_ip = \"1000/1m\"\n",
+                                std::string("failure = \"") + r.policy + "\"\n"));
+    EXPECT_EQ(try_mail(mx.port()).code, 250);
+    for (bool hang : {false, true}) {
+      SCOPED_TRACE(hang ? "redis hanging (SIGSTOP)" : "redis killed");
+      if (hang)
+        redis.pause();
+      else
+        redis.kill();
+      for (int i = 0; i < 3; ++i) {
+        auto start = std::chrono::steady_clock::now();
+        auto reply = try_mail(mx.port());
+        auto took = std::chrono::steady_clock::now() - start;
+        EXPECT_EQ(reply.code, r.want_while_down) << reply.text;
+        EXPECT_LT(took, 1s);  // 200 ms timeout, then the circuit breaker answers at once
+      }
+      if (hang) {
+        redis.resume();
+      } else {
+        redis.restart();
+      }
+      // Back: after the backoff, decisions go to Redis again.
+      bool recovered = false;
+      for (int i = 0; i < 60 && !recovered; ++i) {
+        std::this_thread::sleep_for(100ms);
+        recovered = try_mail(mx.port()).code == 250 &&
+                    redis.cli("--scan --pattern 'mxg:m:*'").find("mxg:m:") != std::string::npos;
+      }
+      EXPECT_TRUE(recovered);
+    }
+    auto log = mx.log();
+    EXPECT_NE(log.find("REDIS severity=warning state=down"), std::string::npos) << log;
+    EXPECT_NE(log.find("REDIS state=up"), std::string::npos) << log;
+  }
+}
+
+TEST(RedisAuth, RequirePassWithPasswordInUrl) {
+  temp_dir dir;
+  redis_server redis(dir, "s3cret-pw");
+  smtp_sink sink(dir);
+  guard good(dir, shared_config(sink, redis.url("s3cret-pw"), "messages_per_ip = \"5/1m\"\n"),
+             "good");
+  EXPECT_EQ(try_mail(good.port()).code, 250);
+  EXPECT_NE(redis.cli("--scan --pattern 'mxg:*'").find("mxg:m:"), std::string::npos);
+  // A wrong password: refused by Redis, logged, and the local policy decides.
+  guard bad(dir, shared_config(sink, redis.url("wrong"), "messages_per_ip = \"5/1m\"\n"), "bad");
+  EXPECT_EQ(try_mail(bad.port()).code, 250);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_NE(bad.log().find("setup refused"), std::string::npos) << bad.log();
+  // --check-config masks the password.
+  child check({MXGUARD_BINARY, "--check-config", good.config_path().string()}, dir / "check.log");
+  EXPECT_EQ(check.wait_exit(10s).value_or(-1), 0);
+  auto out = read_file(dir / "check.log");
+  EXPECT_EQ(out.find("s3cret-pw"), std::string::npos) << out;
+  EXPECT_NE(out.find("redis://********@127.0.0.1"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace mxguard::test
