@@ -9,7 +9,7 @@ namespace {
 TEST(RelayPolicy, ForeignDomainAndEveryTrickRefused) {
   temp_dir dir;
   smtp_sink sink(dir);
-  guard mx(dir, base_config(quoted(sink.address())));
+  guard mx(dir, base_config(quoted(sink.address()), "soft_error_delay_after = 100\n"));
   smtp_client c;
   ASSERT_TRUE(c.connect(mx.port()));
   c.read_reply();

@@ -70,7 +70,7 @@ TEST(Robustness, LongLineRefusedAndSessionContinues) {
 TEST(Robustness, MegabyteLineGarbageAndNulBytes) {
   temp_dir dir;
   smtp_sink sink(dir);
-  guard mx(dir, base_config(quoted(sink.address()), "max_errors = 50\n"));
+  guard mx(dir, base_config(quoted(sink.address()), "max_errors = 50\nsoft_error_delay_after = 50\n"));
   smtp_client c;
   ASSERT_TRUE(c.connect(mx.port()));
   c.read_reply();

@@ -87,19 +87,23 @@ temp_dir::~temp_dir() {
 }
 
 int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  // Below the kernel's ephemeral range (32768-60999 by default), so that no
+  // client connection of a parallel test can take the port between our pick
+  // and the server's bind; random, so that parallel tests rarely pick alike
+  // (and the starters retry when they do).
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int port = std::uniform_int_distribution<int>(20000, 32000)(rng);
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(fd);
-    throw std::runtime_error("free_port: bind failed");
+    if (ok) return port;
   }
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  throw std::runtime_error("free_port: no free port found");
 }
 
 bool wait_for_port(int port, std::chrono::milliseconds timeout, const std::string& host) {
@@ -198,7 +202,7 @@ int child::stop() {
 
 smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options,
                      const std::string& name)
-    : dump_dir_(dir / (name + "-dump")), port_(free_port()) {
+    : dump_dir_(dir / (name + "-dump")) {
   fs::create_directories(dump_dir_);
   fs::permissions(dump_dir_, fs::perms::all);
   std::vector<std::string> argv{"/usr/sbin/smtp-sink"};
@@ -210,10 +214,16 @@ smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options,
   argv.push_back("-d");
   argv.push_back((dump_dir_ / "%H%M%S.").string());
   for (auto& o : options) argv.push_back(std::move(o));
-  argv.push_back("127.0.0.1:" + std::to_string(port_));
-  argv.push_back("128");
-  process_ = child(argv, dir / (name + ".log"));
-  if (!wait_for_port(port_, 5s)) throw std::runtime_error("smtp-sink did not start");
+  for (int attempt = 0;; ++attempt) {
+    port_ = free_port();
+    auto args = argv;
+    args.push_back("127.0.0.1:" + std::to_string(port_));
+    args.push_back("128");
+    process_ = child(args, dir / (name + ".log"));
+    if (wait_for_port(port_, 5s)) break;
+    if (attempt >= 5) throw std::runtime_error("smtp-sink did not start");
+    process_.stop();  // most likely the port was taken meanwhile: another pick
+  }
 }
 
 std::vector<std::string> smtp_sink::messages() const {
@@ -284,7 +294,10 @@ void redis_server::start() {
     argv.push_back(password_);
   }
   process_ = child(argv, dir_ / ("redis-" + std::to_string(port_) + ".log"));
-  if (!wait_for_port(port_, 10s)) throw std::runtime_error("redis-server did not start");
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!wait_for_port(port_, 100ms))
+    if (!process_.alive() || std::chrono::steady_clock::now() > until)
+      throw std::runtime_error("redis-server did not start on port " + std::to_string(port_));
 }
 
 std::string redis_server::url(const std::string& password) const {
@@ -316,16 +329,25 @@ std::string redis_server::cli(const std::string& args) const {
 // --- guard ---------------------------------------------------------------------
 
 guard::guard(const temp_dir& dir, std::string config, const std::string& name)
-    : config_path_(dir / (name + ".toml")), log_path_(dir / (name + ".log")), port_(free_port()) {
-  std::string::size_type pos;
-  while ((pos = config.find("@PORT@")) != std::string::npos)
-    config.replace(pos, 6, std::to_string(port_));
-  write_file(config_path_, config);
-  process_ = child({MXGUARD_BINARY, "--config", config_path_.string()}, log_path_);
-  auto until = std::chrono::steady_clock::now() + 10s;
-  while (!wait_for_port(port_, 100ms)) {
-    if (!process_.alive() || std::chrono::steady_clock::now() > until)
-      throw std::runtime_error("mxguard did not start:\n" + log());
+    : config_path_(dir / (name + ".toml")), log_path_(dir / (name + ".log")) {
+  for (int attempt = 0;; ++attempt) {
+    port_ = free_port();
+    std::string text = config;
+    std::string::size_type pos;
+    while ((pos = text.find("@PORT@")) != std::string::npos)
+      text.replace(pos, 6, std::to_string(port_));
+    write_file(config_path_, text);
+    fs::remove(log_path_);
+    process_ = child({MXGUARD_BINARY, "--config", config_path_.string()}, log_path_);
+    auto until = std::chrono::steady_clock::now() + 10s;
+    bool up = false;
+    while (!(up = wait_for_port(port_, 100ms))) {
+      if (!process_.alive() || std::chrono::steady_clock::now() > until) break;
+    }
+    if (up) break;
+    // Another test took the port between our pick and the bind: pick again.
+    if (attempt < 5 && log().find("Address already in use") != std::string::npos) continue;
+    throw std::runtime_error("mxguard did not start:\n" + log());
   }
   // wait_for_port's probe opened a session; let it end, so that tests of the
   // session caps start from zero.
