@@ -216,7 +216,7 @@ asio::awaitable<smtp_reply> relay_client::open(const route& r, const std::string
   co_return last;
 }
 
-asio::awaitable<smtp_reply> relay_client::mail(const std::string& sender,
+asio::awaitable<smtp_reply> relay_client::mail(std::string sender,
                                                std::optional<std::uint64_t> size, bool body_8bit) {
   std::string line = "MAIL FROM:<" + sender + ">";
   if (size && has_size_) line += " SIZE=" + std::to_string(*size);
@@ -224,7 +224,7 @@ asio::awaitable<smtp_reply> relay_client::mail(const std::string& sender,
   co_return co_await command(std::move(line), timeouts_.command);
 }
 
-asio::awaitable<smtp_reply> relay_client::rcpt(const std::string& recipient) {
+asio::awaitable<smtp_reply> relay_client::rcpt(std::string recipient) {
   co_return co_await command("RCPT TO:<" + recipient + ">", timeouts_.command);
 }
 

@@ -58,9 +58,9 @@ class relay_client {
   // Connects to the first next hop of `r` that answers with a 2xx banner and
   // EHLO/HELO, upgrading to TLS when offered. On failure a 451 reply.
   asio::awaitable<smtp_reply> open(const route& r, const std::string& helo_name);
-  asio::awaitable<smtp_reply> mail(const std::string& sender, std::optional<std::uint64_t> size,
+  asio::awaitable<smtp_reply> mail(std::string sender, std::optional<std::uint64_t> size,
                                    bool body_8bit);
-  asio::awaitable<smtp_reply> rcpt(const std::string& recipient);
+  asio::awaitable<smtp_reply> rcpt(std::string recipient);
   // DATA, then `prefix` (our Received header) and the dot-stuffed message.
   asio::awaitable<smtp_reply> data(std::string_view prefix, std::string_view message);
   asio::awaitable<smtp_reply> rset();

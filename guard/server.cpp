@@ -55,7 +55,8 @@ void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
   const auto& cfg = *snapshot->cfg;
   const auto address = normalize(client.address());
   verdict access = cfg.access.check(address);
-  if (access.what == action::reject || access.what == action::defer) {
+  if (access.what == action::defer) {
+    // 421 means "closing": nothing more to say.
     log_connect_refusal(client, access);
     refuse_now(socket, access.reply);
     return;
@@ -71,8 +72,12 @@ void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
     refuse_now(socket, refusal.reply);
     return;
   }
+  // An access REJECT (554) still gets a session, counted by the caps, to wait
+  // for QUIT as RFC 5321 §3.1 requires; the REJECT line is logged there.
+  std::optional<verdict> refusal_at_connect;
+  if (access.what == action::reject) refusal_at_connect = access;
   start_session(std::move(socket), client, std::move(snapshot), state, std::move(slot),
-                access.what == action::accept);
+                access.what == action::accept, std::move(refusal_at_connect));
 }
 
 // Reads the PROXY header a balancer sends first. Peeks, so that not one

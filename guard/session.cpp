@@ -52,7 +52,7 @@ class session : public std::enable_shared_from_this<session> {
  public:
   session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
           std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state, session_slot slot,
-          bool allowlisted)
+          bool allowlisted, std::optional<verdict> preset_refusal)
       : snapshot_(std::move(snapshot)),
         cfg_(*snapshot_->cfg),
         limits_(cfg_.values.server),
@@ -65,7 +65,8 @@ class session : public std::enable_shared_from_this<session> {
                {cfg_.values.relay.connect_timeout, cfg_.values.relay.command_timeout,
                 cfg_.values.relay.data_timeout, cfg_.values.tls.handshake_timeout},
                cfg_.values.tls.relay_starttls ? &state.relay_tls() : nullptr),
-        allowlisted_(allowlisted) {
+        allowlisted_(allowlisted),
+        preset_refusal_(std::move(preset_refusal)) {
     facts_.id = fmt::format("{:012x}", state.next_session_number());
     facts_.client = normalize(client.address());
     facts_.client_port = client.port();
@@ -90,12 +91,14 @@ class session : public std::enable_shared_from_this<session> {
   }
   asio::awaitable<bool> flush();
   asio::awaitable<std::optional<line_buffer::line>> next_command();
-  asio::awaitable<void> close_with(std::string_view text);
+  // Strings by value: a coroutine's reference parameters would outlive the
+  // temporaries callers build their replies in.
+  asio::awaitable<void> close_with(std::string text);
+  asio::awaitable<void> refused_dialogue(std::string greeting);
 
   // --- protocol ----------------------------------------------------------
   asio::awaitable<void> dispatch(const line_buffer::line& line);
-  asio::awaitable<void> refuse(std::string_view stage_name, std::string_view rule,
-                               std::string_view text);
+  asio::awaitable<void> refuse(std::string stage_name, std::string rule, std::string text);
   asio::awaitable<void> on_helo(const command& cmd, bool extended);
   asio::awaitable<void> on_mail(const command& cmd);
   asio::awaitable<void> on_rcpt(const command& cmd);
@@ -132,6 +135,7 @@ class session : public std::enable_shared_from_this<session> {
   std::int64_t reserved_bytes_ = 0;  // our share of daemon_state::buffered_bytes
   std::string client_text_;
   bool allowlisted_;
+  std::optional<verdict> preset_refusal_;       // decided at admission (access REJECT)
   std::optional<verdict> pending_refusal_;       // decided at connect, enforced at RCPT
   std::optional<verdict> pending_mail_refusal_;  // decided at MAIL, for this transaction
 
@@ -189,13 +193,35 @@ asio::awaitable<std::optional<line_buffer::line>> session::next_command() {
   }
 }
 
-asio::awaitable<void> session::close_with(std::string_view text) {
+asio::awaitable<void> session::close_with(std::string text) {
   if (!text.empty()) {
     expired_ = false;
     set_deadline(goodbye_time);
     reply(text);
     co_await flush();
   }
+  quit_ = true;
+}
+
+// RFC 5321 §3.1: a server that greets with 554 must not close at once but
+// wait for QUIT, answering 503 to anything else. Kept short and cheap: a few
+// commands within goodbye_time, then the connection is closed anyway.
+asio::awaitable<void> session::refused_dialogue(std::string greeting) {
+  reply(greeting);
+  const auto until = clock::now() + goodbye_time;
+  for (int commands = 0; commands < 5 && !quit_ && clock::now() < until; ++commands) {
+    set_deadline(until - clock::now());
+    auto line = co_await next_command();
+    if (!line) break;
+    if (line->state == line_buffer::status::ok && parse_command(line->text).what == verb::quit) {
+      reply(fmt::format("221 2.0.0 {} closing connection", limits_.hostname));
+      break;
+    }
+    reply("503 5.5.1 Error: no service for you here, send QUIT");
+  }
+  expired_ = false;
+  set_deadline(goodbye_time);
+  co_await flush();
   quit_ = true;
 }
 
@@ -217,8 +243,14 @@ asio::awaitable<void> session::run() {
 
   bool refused_at_connect = false;
   facts_.allowlisted = allowlisted_;
-  if (!allowlisted_ && !snapshot_->policy->empty_for(stage::connect)) {
-    auto v = co_await snapshot_->policy->run(stage::connect, input());
+  if (preset_refusal_ || (!allowlisted_ && !snapshot_->policy->empty_for(stage::connect))) {
+    // An access-list REJECT was decided at admission; other checks run now.
+    // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
+    verdict v;
+    if (preset_refusal_)
+      v = *preset_refusal_;
+    else
+      v = co_await snapshot_->policy->run(stage::connect, input());
     facts_.dnsbl_score = static_cast<int>(v.score);
     if (v.what == action::accept) facts_.allowlisted = true;
     if (is_refusal(v) && v.at_rcpt) {
@@ -232,7 +264,10 @@ asio::awaitable<void> session::run() {
           .add("sid", facts_.id)
           .add("reply", v.reply)
           .emit();
-      co_await close_with(v.reply);
+      if (v.reply.starts_with("5"))
+        co_await refused_dialogue(v.reply);
+      else
+        co_await close_with(v.reply);  // 421: closing is what it says
       refused_at_connect = true;
     }
   }
@@ -285,8 +320,8 @@ asio::awaitable<void> session::run() {
       .emit();
 }
 
-asio::awaitable<void> session::refuse(std::string_view stage_name, std::string_view rule,
-                                      std::string_view text) {
+asio::awaitable<void> session::refuse(std::string stage_name, std::string rule,
+                                      std::string text) {
   ++errors_;
   ops::event("REJECT")
       .add("stage", stage_name)
@@ -902,10 +937,10 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
 
 void start_session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
                    std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state,
-                   session_slot slot, bool allowlisted) {
+                   session_slot slot, bool allowlisted, std::optional<verdict> preset_refusal) {
   auto executor = socket.get_executor();
   auto s = std::make_shared<session>(std::move(socket), client, std::move(snapshot), state,
-                                     std::move(slot), allowlisted);
+                                     std::move(slot), allowlisted, std::move(preset_refusal));
   asio::co_spawn(executor, [s]() { return s->run(); },
                  [](std::exception_ptr e) {
                    if (!e) return;

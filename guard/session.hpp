@@ -8,6 +8,8 @@
 // shared-owned by exactly those two.
 #pragma once
 
+#include <optional>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
@@ -17,8 +19,11 @@
 namespace mxguard::guard {
 
 // Starts a session on the socket's executor; returns at once.
+// `preset_refusal`: refused already at admission (access REJECT); the
+// session only carries out the RFC 5321 §3.1 dialogue of a 554 greeting.
 void start_session(boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp::endpoint client,
                    std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state,
-                   session_slot slot, bool allowlisted);
+                   session_slot slot, bool allowlisted,
+                   std::optional<verdict> preset_refusal = std::nullopt);
 
 }  // namespace mxguard::guard

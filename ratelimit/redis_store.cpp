@@ -322,8 +322,11 @@ class redis_store final : public state_store {
     auto reply = co_await script(std::move(args), rates_script);
     if (!reply || reply->elements.size() != 3) {
       if (settings_.failure == redis_settings::on_failure::local)
-        co_return always ? co_await fallback_->count_event(keys.front(), now)
-                         : co_await fallback_->check_rates(std::move(keys), now);
+      {
+        // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
+        if (always) co_return co_await fallback_->count_event(keys.front(), now);
+        co_return co_await fallback_->check_rates(std::move(keys), now);
+      }
       store_decision failed;
       failed.failed = settings_.failure == redis_settings::on_failure::tempfail;
       co_return failed;  // open: allowed
