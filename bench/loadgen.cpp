@@ -6,7 +6,7 @@
 //
 // Model: --threads I/O threads, each with its own io_context; the clients are spread round robin
 // over them and each client is one coroutine that loops "claim a unit of work, do it". A unit is
-// one message in relay mode and one session in greet/refused mode. Every claimed unit ends as
+// one message in relay mode and one session in the other modes. Every claimed unit ends as
 // exactly one ok or one failure, so ok + failed = units attempted. The run ends when --messages
 // units were claimed, --duration passed, or SIGINT/SIGTERM arrived; units in flight then finish,
 // each step bounded by --timeout, so the tool cannot hang.
@@ -60,7 +60,7 @@ constexpr std::size_t line_bytes = line_chars + 2;
 // costs a few failures per second per client instead of a busy loop for the whole --duration.
 constexpr auto connect_backoff = std::chrono::milliseconds(100);
 
-enum class run_mode { relay, greet, refused };
+enum class run_mode { relay, greet, refused, connect_refused };
 
 std::string_view mode_name(run_mode m) {
   switch (m) {
@@ -70,6 +70,8 @@ std::string_view mode_name(run_mode m) {
       return "greet";
     case run_mode::refused:
       return "refused";
+    case run_mode::connect_refused:
+      return "connect-refused";
   }
   return "?";
 }
@@ -303,6 +305,8 @@ class client {
         co_return co_await greet(socket);
       case run_mode::refused:
         co_return co_await refused(socket);
+      case run_mode::connect_refused:
+        co_return co_await connect_refused(socket);
     }
     co_return std::nullopt;
   }
@@ -363,6 +367,17 @@ class client {
     if (auto f = co_await command(socket, run_.mail_cmd, "mail", 2)) co_return f;
     if (auto f = co_await command(socket, run_.rcpt_cmd, "rcpt", 5)) co_return f;
     if (auto f = co_await command(socket, "QUIT\r\n", "quit", 2)) co_return f;
+    succeed(session_start_);
+    co_return std::nullopt;
+  }
+
+  // A client refused at connect (a DNSBL listing with mxguard's dnsbl.action = "connect", or
+  // postscreen's "drop"): the 5xx banner is the success. The server may close at once or wait
+  // for QUIT (RFC 5321 3.1); a 221 to QUIT and a closed connection both end the unit well.
+  awaitable<step> connect_refused(tcp::socket& socket) {
+    if (auto f = co_await expect(socket, "banner", 5)) co_return f;
+    if (auto f = co_await command(socket, "QUIT\r\n", "quit", 2); f && f->kind != "closed")
+      co_return f;
     succeed(session_start_);
     co_return std::nullopt;
   }
@@ -548,9 +563,13 @@ int main(int argc, char** argv) {
   CLI::App app{"mxguard-loadgen: bounded SMTP load generator (see bench/README.md)"};
   app.add_option("--target", opt.target, "SMTP server as host:port")->required();
   const std::map<std::string, run_mode> modes = {
-      {"relay", run_mode::relay}, {"greet", run_mode::greet}, {"refused", run_mode::refused}};
+      {"relay", run_mode::relay},
+      {"greet", run_mode::greet},
+      {"refused", run_mode::refused},
+      {"connect-refused", run_mode::connect_refused}};
   app.add_option("--mode", opt.mode,
-                 "relay: full transactions; greet: banner then QUIT; refused: RCPT must get 5xx")
+                 "relay: full transactions; greet: banner then QUIT; refused: RCPT must get 5xx; "
+                 "connect-refused: the banner must be 5xx")
       ->transform(CLI::CheckedTransformer(modes, CLI::ignore_case));
   app.add_option("--concurrency", opt.concurrency, "concurrent sessions")
       ->check(CLI::Range(1u, 100000u));
