@@ -2,6 +2,7 @@
 #include <functional>
 #include <list>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include <boost/asio/as_tuple.hpp>
@@ -23,8 +24,6 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t shard_count = 16;
-
-std::atomic<std::uint64_t> engine_generation{0};
 
 // A query another thread is already making; waiters register a wake-up.
 struct pending {
@@ -50,13 +49,29 @@ struct cache_shard {
 }  // namespace
 
 struct engine::impl {
-  std::uint64_t generation = ++engine_generation;
   std::array<cache_shard, shard_count> shards;
   std::size_t per_shard_limit = 1;
   // Health per site (client sites first, then RHSBL sites), and the last
   // logged state of each, so a flapping site logs once per change.
   std::vector<std::unique_ptr<std::atomic<bool>>> health;
   std::vector<std::unique_ptr<std::atomic<int>>> logged_state;  // 0 ok, 1 error
+
+  // One DNS client per thread that asks (I/O threads, the health-check
+  // thread), owned by the engine. Fix: this was a thread_local replaced when
+  // another engine generation asked on the same thread, so after a reload
+  // that changed [dnsbl] the old engine's lookups still suspended inside
+  // dns_client::query resumed on a freed client (heap-use-after-free, seen
+  // as crashes; tests/integration/dnsbl_test.cpp DnsblReload). The engine
+  // outlives its lookups (they hold it), so its clients do too.
+  std::mutex clients_mutex;
+  std::unordered_map<std::thread::id, std::unique_ptr<dns_client>> clients;
+
+  dns_client& client_for_this_thread(const resolver_settings& r) {
+    std::lock_guard lock(clients_mutex);
+    auto& c = clients[std::this_thread::get_id()];
+    if (!c) c = std::make_unique<dns_client>(r);
+    return *c;
+  }
 
   cache_shard& shard_for(const std::string& key) {
     return shards[std::hash<std::string>{}(key) % shard_count];
@@ -83,18 +98,6 @@ bool engine::healthy(const site& s) const {
 }
 
 namespace {
-
-// One DNS client per I/O thread (and per engine generation, since a reload
-// may change the resolvers).
-dns_client& thread_client(std::uint64_t generation, const resolver_settings& r) {
-  thread_local std::uint64_t owner = 0;
-  thread_local std::unique_ptr<dns_client> client;
-  if (!client || owner != generation) {
-    client = std::make_unique<dns_client>(r);
-    owner = generation;
-  }
-  return *client;
-}
 
 // Caches and merges one (name, type) query.
 asio::awaitable<std::pair<dns_result, bool>> cached_query(engine::counters& stats,
@@ -183,7 +186,7 @@ asio::awaitable<std::pair<dns_result, bool>> cached_query(engine::counters& stat
 
 asio::awaitable<site_result> engine::lookup(const site& s, std::string name,
                                             clock::time_point deadline) {
-  auto& client = thread_client(impl_->generation, settings_.resolvers);
+  auto& client = impl_->client_for_this_thread(settings_.resolvers);
   auto& shard = impl_->shard_for(name);
   auto outcome = co_await cached_query(stats_, shard, impl_->per_shard_limit, client, name,
                                        rr_type::a, settings_, deadline);
@@ -240,8 +243,9 @@ asio::awaitable<score> engine::score_all(const std::vector<site>& sites, std::st
     asio::co_spawn(executor, lookup(sites[i], query_name(sites[i], subject), deadline),
                    [g, i, self = shared_from_this()](std::exception_ptr e, site_result r) {
                      if (e) {
+                       // (`which` is set below; it used to point at sites[0] here,
+                       // out of bounds when only rhsbl_sites are configured.)
                        r = site_result{};
-                       r.which = &self->settings_.sites[0];  // replaced below
                        r.kind = verdict_kind::error;
                        try {
                          std::rethrow_exception(e);
@@ -282,11 +286,15 @@ asio::awaitable<score> engine::score_client(asio::ip::address client) {
 asio::awaitable<score> engine::score_domain(std::string domain) {
   for (auto& c : domain)
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  // Fix: an absolute name ("spam.example.", as a HELO may be written) is the
+  // same domain. It used to make the query "spam.example..zone", refused as
+  // a bad name, so a listed HELO with a trailing dot was never refused.
+  while (!domain.empty() && domain.back() == '.') domain.pop_back();
   co_return co_await score_all(settings_.rhsbl_sites, domain);
 }
 
 asio::awaitable<void> engine::check_health() {
-  auto& client = thread_client(impl_->generation, settings_.resolvers);
+  auto& client = impl_->client_for_this_thread(settings_.resolvers);
   auto test = [&](const site& s, bool domain_list) -> asio::awaitable<void> {
     // RFC 5782 §5: 127.0.0.2 (or TEST) must be listed, 127.0.0.1 (or INVALID) must not.
     const auto deadline = clock::now() + settings_.timeout;
