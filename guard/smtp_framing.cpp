@@ -1,6 +1,5 @@
 #include "smtp_framing.hpp"
 
-#include <algorithm>
 #include <cstring>
 
 namespace mxguard::guard {
@@ -59,15 +58,15 @@ std::optional<line_buffer::line> line_buffer::next() {
   return line{status::ok, data.substr(0, lf - 1)};
 }
 
-void data_reader::append(std::string_view s) {
-  size_ += s.size();
-  if (too_big_) return;
-  if (size_ > max_size_) {
+// Content is counted as it arrives, partial lines included, so that size()
+// never depends on how the input was split into reads; the limit is checked
+// on every count, so nothing past it is ever stored.
+void data_reader::count(std::size_t n) {
+  size_ += n;
+  if (!too_big_ && size_ > max_size_) {
     too_big_ = true;
     std::string().swap(message_);
-    return;
   }
-  message_.append(s);
 }
 
 void data_reader::end_line(bool crlf) {
@@ -76,10 +75,18 @@ void data_reader::end_line(bool crlf) {
     return;
   }
   std::string_view text(line_);
-  // RFC 5321 §4.5.2: a leading dot followed by more text was added by the client.
-  if (text.size() > 1 && text.front() == '.') text.remove_prefix(1);
-  append(text);
-  append("\r\n");
+  // RFC 5321 §4.5.2: a leading dot followed by more text was added by the
+  // client. feed() did not count a leading dot; a lone "." that does not end
+  // the data is content, so its dot counts now.
+  if (text.size() > 1 && text.front() == '.')
+    text.remove_prefix(1);
+  else if (text == ".")
+    count(1);
+  count(2);
+  if (!too_big_) {
+    message_.append(text);
+    message_.append("\r\n");
+  }
   clean_start_ = crlf;
   line_.clear();
 }
@@ -103,24 +110,14 @@ std::size_t data_reader::feed(std::string_view bytes) {
     auto run_end = stop == std::string_view::npos ? bytes.size() : stop;
     if (run_end > i) {
       auto run = bytes.substr(i, run_end - i);
-      // A leading dot is the end-of-data line or a stuffing dot, not content:
-      // counting it refused a message of exactly max_size bytes (its final
-      // "." tipped it over) and dot-led lines one byte early.
-      const bool dot_led = (line_.empty() ? run.front() : line_.front()) == '.';
-      if (!too_big_ && size_ + line_.size() + run.size() - (dot_led ? 1 : 0) > max_size_) {
-        too_big_ = true;
-        std::string().swap(message_);
-      }
-      if (too_big_) {
-        // Past the limit only the first bytes of a line matter (is it "."?).
-        // The bytes kept are counted by end_line, the rest here, so size()
-        // does not depend on how the input was split into reads.
-        const auto keep = line_.size() < 2 ? std::min(run.size(), 2 - line_.size()) : 0;
-        line_.append(run.substr(0, keep));
-        size_ += run.size() - keep;
-      } else {
+      // A line's leading dot is the end-of-data line or a stuffing dot, not
+      // content (counting it refused a message of exactly max_size bytes:
+      // its final "." tipped it over).
+      count(run.size() - (line_.empty() && run.front() == '.' ? 1 : 0));
+      if (!too_big_)
         line_.append(run);
-      }
+      else if (line_.size() < 2)  // past the limit only "is it '.'?" matters
+        line_.append(run.substr(0, 2 - line_.size()));
       i = run_end;
       continue;
     }

@@ -78,7 +78,7 @@ class data_reader {
 
  private:
   void end_line(bool crlf);
-  void append(std::string_view s);
+  void count(std::size_t n);
 
   std::string message_;
   std::string line_;  // the current line until its end is seen
