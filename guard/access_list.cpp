@@ -1,4 +1,5 @@
 #include "access_list.hpp"
+#include "text.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -6,12 +7,6 @@
 namespace mxguard::guard {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
 
 std::string upper(std::string_view s) {
   std::string out(s);
@@ -50,8 +45,7 @@ std::optional<access_entry> access_list::parse_line(std::string_view line, std::
   }
   if (word_end != std::string_view::npos) entry.text = std::string(trim(rest.substr(word_end)));
   // The text goes into an SMTP reply: keep it to printable ASCII.
-  if (std::any_of(entry.text.begin(), entry.text.end(),
-                  [](char c) { return c < 0x20 || c > 0x7e; })) {
+  if (!printable_ascii(entry.text)) {
     error = "reply text must be printable ASCII";
     return std::nullopt;
   }

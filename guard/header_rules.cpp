@@ -1,4 +1,5 @@
 #include "header_rules.hpp"
+#include "text.hpp"
 
 #include <cctype>
 
@@ -7,18 +8,6 @@
 namespace mxguard::guard {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-bool printable_ascii(std::string_view s) {
-  for (char c : s)
-    if (c < 0x20 || c > 0x7e) return false;
-  return true;
-}
 
 // The action a rule's word names (any case), or nullopt.
 std::optional<header_action> action_word(std::string_view word) {

@@ -114,6 +114,10 @@ class session : public std::enable_shared_from_this<session> {
   std::string outbound_sender(const mailbox& first_rcpt) const;
   std::string received_header() const;
   bool apply_policy_refusal(const verdict& v, std::string_view stage_name);
+  // The one REJECT line of a refusal: who, at which stage, by which rule, with
+  // which reply (and, for a recipient, whom it was for).
+  void log_reject(std::string_view stage_name, std::string_view rule, std::string_view text,
+                  std::string_view rcpt = {}) const;
   check_input input(const mailbox* rcpt = nullptr, std::string_view message = {}) const {
     return {facts_, envelope_, rcpt, message, std::chrono::system_clock::now()};
   }
@@ -203,6 +207,17 @@ asio::awaitable<void> session::close_with(std::string text) {
   quit_ = true;
 }
 
+void session::log_reject(std::string_view stage_name, std::string_view rule,
+                         std::string_view text, std::string_view rcpt) const {
+  ops::event e("REJECT");
+  e.add("stage", stage_name).add("rule", rule).add("client", client_text_).add("sid", facts_.id);
+  if (!facts_.helo.empty()) e.add("helo", facts_.helo);
+  if (envelope_.open) e.add("from", envelope_.sender.text());
+  if (!rcpt.empty()) e.add("to", rcpt);
+  if (!text.empty()) e.add("reply", text);
+  e.emit();
+}
+
 // RFC 5321 §3.1: a server that greets with 554 must not close at once but
 // wait for QUIT, answering 503 to anything else. Kept short and cheap: a few
 // commands within goodbye_time, then the connection is closed anyway.
@@ -257,13 +272,7 @@ asio::awaitable<void> session::run() {
       pending_refusal_ = v;
     } else if (is_refusal(v)) {
       ++refused_;
-      ops::event("REJECT")
-          .add("stage", "connect")
-          .add("rule", v.rule)
-          .add("client", client_text_)
-          .add("sid", facts_.id)
-          .add("reply", v.reply)
-          .emit();
+      log_reject("connect", v.rule, v.reply);
       if (v.reply.starts_with("5"))
         co_await refused_dialogue(v.reply);
       else
@@ -290,12 +299,7 @@ asio::awaitable<void> session::run() {
       }
       co_await dispatch(*line);
       if (!quit_ && !expired_ && commands_ >= limits_.max_commands) {
-        ops::event("REJECT")
-            .add("stage", "session")
-            .add("rule", "max_commands")
-            .add("client", client_text_)
-            .add("sid", facts_.id)
-            .emit();
+        log_reject("session", "max_commands", "421 4.7.0 Error: too many commands");
         co_await close_with("421 4.7.0 Error: too many commands");
       }
     }
@@ -323,15 +327,7 @@ asio::awaitable<void> session::run() {
 asio::awaitable<void> session::refuse(std::string stage_name, std::string rule,
                                       std::string text) {
   ++errors_;
-  ops::event("REJECT")
-      .add("stage", stage_name)
-      .add("rule", rule)
-      .add("client", client_text_)
-      .add("sid", facts_.id)
-      .add("helo", facts_.helo)
-      .add("from", envelope_.open ? envelope_.sender.text() : std::string())
-      .add("reply", text)
-      .emit();
+  log_reject(stage_name, rule, text);
   if (errors_ >= limits_.max_errors) {
     reply(text);
     co_await close_with("421 4.7.0 Error: too many errors");
@@ -415,13 +411,8 @@ asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
   for (auto f : forbidden)
     if (cmd.name == f) {
       ++errors_;
-      ops::event("REJECT")
-          .add("stage", "command")
-          .add("rule", "forbidden_command")
-          .add("client", client_text_)
-          .add("sid", facts_.id)
-          .add("command", cmd.name)
-          .emit();
+      log_reject("command", "forbidden_command:" + std::string(cmd.name),
+                 "421 4.7.0 Error: non-SMTP command, closing");
       co_return co_await close_with("421 4.7.0 Error: non-SMTP command, closing");
     }
   co_await refuse("command", "unknown_command", "500 5.5.2 Error: command not recognized");
@@ -481,15 +472,7 @@ bool session::apply_policy_refusal(const verdict& v, std::string_view stage_name
   }
   ++errors_;
   ++refused_;
-  ops::event("REJECT")
-      .add("stage", stage_name)
-      .add("rule", v.rule)
-      .add("client", client_text_)
-      .add("sid", facts_.id)
-      .add("helo", facts_.helo)
-      .add("from", envelope_.open ? envelope_.sender.text() : std::string())
-      .add("reply", v.reply)
-      .emit();
+  log_reject(stage_name, v.rule, v.reply);
   reply(v.reply);
   if (v.what == action::drop) quit_ = true;
   return true;
@@ -553,16 +536,7 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     auto v = pending_refusal_ ? *pending_refusal_ : *pending_mail_refusal_;
     v.at_rcpt = false;
     // Log whom the refused client wanted to reach: the point of waiting.
-    ops::event("REJECT")
-        .add("stage", "rcpt")
-        .add("rule", v.rule)
-        .add("client", client_text_)
-        .add("sid", facts_.id)
-        .add("helo", facts_.helo)
-        .add("from", envelope_.sender.text())
-        .add("to", path.address.text())
-        .add("reply", v.reply)
-        .emit();
+    log_reject("rcpt", v.rule, v.reply, path.address.text());
     ++errors_;
     ++refused_;
     reply(v.reply);
@@ -661,13 +635,7 @@ asio::awaitable<void> session::count_refused_recipient() {
   if (!snapshot_->limits || quit_) co_return;
   auto v = co_await snapshot_->limits->count_refused_recipient(facts_);
   if (!is_refusal(v)) co_return;
-  ops::event("REJECT")
-      .add("stage", "rcpt")
-      .add("rule", v.rule)
-      .add("client", client_text_)
-      .add("sid", facts_.id)
-      .add("reply", v.reply)
-      .emit();
+  log_reject("rcpt", v.rule, v.reply);
   co_await close_with(v.reply);
 }
 
@@ -749,12 +717,7 @@ asio::awaitable<void> session::on_starttls(const command& cmd) {
   // Plaintext pipelined after STARTTLS would be taken as if it came over
   // TLS (CVE-2011-0411): drop it and count it as an attack.
   if (in_.buffered() > 0) {
-    ops::event("REJECT")
-        .add("stage", "starttls")
-        .add("rule", "starttls_injection")
-        .add("client", client_text_)
-        .add("sid", facts_.id)
-        .emit();
+    log_reject("starttls", "starttls_injection", "");
     in_.clear();
   }
   set_deadline(cfg_.values.tls.handshake_timeout);
