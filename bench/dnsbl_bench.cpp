@@ -130,9 +130,7 @@ struct phase_result {
   std::uint64_t dns_queries = 0, cache_hits = 0, merged = 0;
 
   double rate() const { return elapsed_s > 0 ? double(t.scores) / elapsed_s : 0; }
-  double cpu_us_per_score() const {
-    return t.scores ? 1e6 * used.cpu_s / double(t.scores) : 0;
-  }
+  double cpu_us_per_score() const { return t.scores ? 1e6 * used.cpu_s / double(t.scores) : 0; }
 };
 
 std::shared_ptr<dnsbl::engine> make_engine(const options& opt,
@@ -187,12 +185,17 @@ phase_result run_cached(const options& opt, const asio::ip::udp::endpoint& resol
     const auto deadline = clock_type::now() + std::chrono::duration<double>(opt.duration_s);
     run_threads(1, [&](asio::io_context& ctx, unsigned) {
       for (unsigned w = 0; w < std::min(opt.cached_addresses, 64u); ++w)
-        asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-          for (unsigned i; (i = next++) < opt.cached_addresses && clock_type::now() < deadline;) {
-            const auto t0 = clock_type::now();
-            prime.add(co_await engine->score_client(nth_address(base, i)), clock_type::now() - t0);
-          }
-        }, asio::detached);
+        asio::co_spawn(
+            ctx,
+            [&]() -> asio::awaitable<void> {
+              for (unsigned i;
+                   (i = next++) < opt.cached_addresses && clock_type::now() < deadline;) {
+                const auto t0 = clock_type::now();
+                prime.add(co_await engine->score_client(nth_address(base, i)),
+                          clock_type::now() - t0);
+              }
+            },
+            asio::detached);
     });
     if (prime.timeouts || prime.errors || prime.scores != opt.cached_addresses)
       throw std::runtime_error(fmt::format(
@@ -213,17 +216,21 @@ phase_result run_cached(const options& opt, const asio::ip::udp::endpoint& resol
   const auto deadline = t0 + std::chrono::duration<double>(opt.duration_s);
   run_threads(threads, [&](asio::io_context& ctx, unsigned t) {
     for (unsigned w = 0; w < opt.window; ++w)
-      asio::co_spawn(ctx, [&, t, w]() -> asio::awaitable<void> {
-        // Each coroutine walks the primed addresses from its own offset.
-        std::uint32_t i = (t * opt.window + w) * 7919u;
-        while (claimed.fetch_add(1, std::memory_order_relaxed) < opt.cached_lookups) {
-          // The clock is read per score for the latency anyway; the deadline check is free.
-          const auto s0 = clock_type::now();
-          if (s0 >= deadline) break;
-          auto sc = co_await engine->score_client(nth_address(base, i++ % opt.cached_addresses));
-          per_thread[t].add(sc, clock_type::now() - s0);
-        }
-      }, asio::detached);
+      asio::co_spawn(
+          ctx,
+          [&, t, w]() -> asio::awaitable<void> {
+            // Each coroutine walks the primed addresses from its own offset.
+            std::uint32_t i = (t * opt.window + w) * 7919u;
+            while (claimed.fetch_add(1, std::memory_order_relaxed) < opt.cached_lookups) {
+              // The clock is read per score for the latency anyway; the deadline check is free.
+              const auto s0 = clock_type::now();
+              if (s0 >= deadline) break;
+              auto sc =
+                  co_await engine->score_client(nth_address(base, i++ % opt.cached_addresses));
+              per_thread[t].add(sc, clock_type::now() - s0);
+            }
+          },
+          asio::detached);
   });
   r.elapsed_s = std::chrono::duration<double>(clock_type::now() - t0).count();
   r.used = usage::now() - u0;
@@ -246,14 +253,17 @@ phase_result run_uncached(const options& opt, const asio::ip::udp::endpoint& res
   const auto deadline = t0 + std::chrono::duration<double>(opt.duration_s);
   run_threads(1, [&](asio::io_context& ctx, unsigned) {
     for (unsigned w = 0; w < std::min(opt.uncached_window, opt.uncached); ++w)
-      asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-        for (unsigned i; (i = next++) < opt.uncached;) {
-          const auto s0 = clock_type::now();
-          if (s0 >= deadline) break;
-          auto sc = co_await engine->score_client(nth_address(base, i));
-          r.t.add(sc, clock_type::now() - s0);
-        }
-      }, asio::detached);
+      asio::co_spawn(
+          ctx,
+          [&]() -> asio::awaitable<void> {
+            for (unsigned i; (i = next++) < opt.uncached;) {
+              const auto s0 = clock_type::now();
+              if (s0 >= deadline) break;
+              auto sc = co_await engine->score_client(nth_address(base, i));
+              r.t.add(sc, clock_type::now() - s0);
+            }
+          },
+          asio::detached);
   });
   r.elapsed_s = std::chrono::duration<double>(clock_type::now() - t0).count();
   r.used = usage::now() - u0;
@@ -268,10 +278,9 @@ std::string human(phase_result& r) {
       "merged {}; cpu {:.2f} s = {:.2f} us/score ({:.0f}% of one core); context switches "
       "voluntary {} involuntary {}",
       r.name, r.threads, r.window, r.t.scores, r.elapsed_s, r.rate(), r.t.listed, r.t.timeouts,
-      r.t.errors, r.t.pct(0.5), r.t.pct(0.99), r.t.pct(1.0), r.dns_queries, r.cache_hits,
-      r.merged, r.used.cpu_s, r.cpu_us_per_score(),
-      r.elapsed_s > 0 ? 100 * r.used.cpu_s / r.elapsed_s : 0, r.used.voluntary,
-      r.used.involuntary);
+      r.t.errors, r.t.pct(0.5), r.t.pct(0.99), r.t.pct(1.0), r.dns_queries, r.cache_hits, r.merged,
+      r.used.cpu_s, r.cpu_us_per_score(), r.elapsed_s > 0 ? 100 * r.used.cpu_s / r.elapsed_s : 0,
+      r.used.voluntary, r.used.involuntary);
 }
 
 std::string json(phase_result& r) {
@@ -290,7 +299,8 @@ std::string json(phase_result& r) {
 
 int main(int argc, char** argv) {
   options opt;
-  CLI::App app{"mxguard-dnsbl-bench: cached and uncached DNSBL scores per second (bench/README.md)"};
+  CLI::App app{
+      "mxguard-dnsbl-bench: cached and uncached DNSBL scores per second (bench/README.md)"};
   app.add_option("--resolver", opt.resolver, "DNS server as ipv4:port (rbldnsd)")->required();
   app.add_option("--site", opt.sites, "site spec, postscreen syntax (repeatable)");
   app.add_option("--cached-base", opt.cached_base, "first address of the cached set");

@@ -562,11 +562,10 @@ int main(int argc, char** argv) {
   options opt;
   CLI::App app{"mxguard-loadgen: bounded SMTP load generator (see bench/README.md)"};
   app.add_option("--target", opt.target, "SMTP server as host:port")->required();
-  const std::map<std::string, run_mode> modes = {
-      {"relay", run_mode::relay},
-      {"greet", run_mode::greet},
-      {"refused", run_mode::refused},
-      {"connect-refused", run_mode::connect_refused}};
+  const std::map<std::string, run_mode> modes = {{"relay", run_mode::relay},
+                                                 {"greet", run_mode::greet},
+                                                 {"refused", run_mode::refused},
+                                                 {"connect-refused", run_mode::connect_refused}};
   app.add_option("--mode", opt.mode,
                  "relay: full transactions; greet: banner then QUIT; refused: RCPT must get 5xx; "
                  "connect-refused: the banner must be 5xx")

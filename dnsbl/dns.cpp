@@ -62,12 +62,18 @@ dns_result failed(dns_result::status s, std::string why) {
 
 const char* to_string(dns_result::status s) {
   switch (s) {
-    case dns_result::status::answer: return "answer";
-    case dns_result::status::nxdomain: return "nxdomain";
-    case dns_result::status::servfail: return "servfail";
-    case dns_result::status::refused: return "refused";
-    case dns_result::status::timeout: return "timeout";
-    case dns_result::status::error: return "error";
+    case dns_result::status::answer:
+      return "answer";
+    case dns_result::status::nxdomain:
+      return "nxdomain";
+    case dns_result::status::servfail:
+      return "servfail";
+    case dns_result::status::refused:
+      return "refused";
+    case dns_result::status::timeout:
+      return "timeout";
+    case dns_result::status::error:
+      return "error";
   }
   return "?";
 }
@@ -78,8 +84,8 @@ std::vector<std::uint8_t> build_query(std::string_view name, rr_type type, std::
   if (fqdn.back() != '.') fqdn.push_back('.');
   rdf_ptr owner(ldns_dname_new_frm_str(fqdn.c_str()));
   if (!owner) return {};
-  pkt_ptr pkt(ldns_pkt_query_new(owner.release(), static_cast<ldns_rr_type>(type),
-                                 LDNS_RR_CLASS_IN, LDNS_RD));
+  pkt_ptr pkt(ldns_pkt_query_new(owner.release(), static_cast<ldns_rr_type>(type), LDNS_RR_CLASS_IN,
+                                 LDNS_RD));
   if (!pkt) return {};
   ldns_pkt_set_id(pkt.get(), id);
   ldns_pkt_set_edns_udp_size(pkt.get(), edns_udp_size);
@@ -116,10 +122,18 @@ std::optional<dns_result> parse_response(const std::uint8_t* data, std::size_t s
   truncated = ldns_pkt_tc(pkt.get());
   dns_result result;
   switch (ldns_pkt_get_rcode(pkt.get())) {
-    case LDNS_RCODE_NOERROR: result.state = dns_result::status::answer; break;
-    case LDNS_RCODE_NXDOMAIN: result.state = dns_result::status::nxdomain; break;
-    case LDNS_RCODE_SERVFAIL: result.state = dns_result::status::servfail; break;
-    case LDNS_RCODE_REFUSED: result.state = dns_result::status::refused; break;
+    case LDNS_RCODE_NOERROR:
+      result.state = dns_result::status::answer;
+      break;
+    case LDNS_RCODE_NXDOMAIN:
+      result.state = dns_result::status::nxdomain;
+      break;
+    case LDNS_RCODE_SERVFAIL:
+      result.state = dns_result::status::servfail;
+      break;
+    case LDNS_RCODE_REFUSED:
+      result.state = dns_result::status::refused;
+      break;
     default:
       result.state = dns_result::status::error;
       result.error = "rcode " + std::to_string(ldns_pkt_get_rcode(pkt.get()));
@@ -261,8 +275,8 @@ asio::awaitable<dns_result> dns_client::query(std::string name, rr_type type,
       // The answer did not fit a datagram: ask the same server over TCP (RFC 7766).
       timer.expires_after(std::min<std::chrono::steady_clock::duration>(
           settings_.try_timeout, deadline - std::chrono::steady_clock::now()));
-      auto over_tcp = co_await (tcp_exchange(server, wire, name, type, id) ||
-                                timer.async_wait(use_tuple));
+      auto over_tcp =
+          co_await (tcp_exchange(server, wire, name, type, id) || timer.async_wait(use_tuple));
       if (over_tcp.index() == 1) {
         last = failed(dns_result::status::timeout, "tcp: no answer");
         continue;

@@ -100,12 +100,9 @@ bool engine::healthy(const site& s) const {
 namespace {
 
 // Caches and merges one (name, type) query.
-asio::awaitable<std::pair<dns_result, bool>> cached_query(engine::counters& stats,
-                                                         cache_shard& shard,
-                                                         std::size_t shard_limit,
-                                                         dns_client& client, std::string name,
-                                                         rr_type type, const settings& cfg,
-                                                         clock::time_point deadline) {
+asio::awaitable<std::pair<dns_result, bool>> cached_query(
+    engine::counters& stats, cache_shard& shard, std::size_t shard_limit, dns_client& client,
+    std::string name, rr_type type, const settings& cfg, clock::time_point deadline) {
   const std::string key = name + (type == rr_type::a ? "/A" : "/TXT");
   std::shared_ptr<pending> wait_for;
   std::shared_ptr<pending> mine;
@@ -139,9 +136,8 @@ asio::awaitable<std::pair<dns_result, bool>> cached_query(engine::counters& stat
     {
       std::lock_guard lock(wait_for->mutex);
       if (wait_for->done) co_return std::pair{wait_for->result, true};
-      wait_for->wakeups.push_back([timer, executor] {
-        asio::post(executor, [timer] { timer->cancel(); });
-      });
+      wait_for->wakeups.push_back(
+          [timer, executor] { asio::post(executor, [timer] { timer->cancel(); }); });
     }
     co_await timer->async_wait(use_tuple);
     std::lock_guard lock(wait_for->mutex);
@@ -208,9 +204,9 @@ asio::awaitable<site_result> engine::lookup(const site& s, std::string name,
       ops::event("DNSBL").add("site", s.domain).add("state", "ok").emit();
   }
   if (r.kind == verdict_kind::listed && settings_.fetch_txt) {
-    auto txt = co_await cached_query(stats_, impl_->shard_for(name + "/TXT"),
-                                     impl_->per_shard_limit, client, name, rr_type::txt,
-                                     settings_, deadline);
+    auto txt =
+        co_await cached_query(stats_, impl_->shard_for(name + "/TXT"), impl_->per_shard_limit,
+                              client, name, rr_type::txt, settings_, deadline);
     if (!txt.first.texts.empty()) r.txt = txt.first.texts.front();
   }
   co_return r;
@@ -275,7 +271,8 @@ asio::awaitable<score> engine::score_all(const std::vector<site>& sites, std::st
     total.sites.push_back(std::move(r));
   }
   total.listed = total.total >= settings_.threshold;
-  total.allowlisted = settings_.allowlist_threshold < 0 && total.total <= settings_.allowlist_threshold;
+  total.allowlisted =
+      settings_.allowlist_threshold < 0 && total.total <= settings_.allowlist_threshold;
   co_return total;
 }
 
@@ -306,8 +303,7 @@ asio::awaitable<void> engine::check_health() {
         negative.state == dns_result::status::timeout)
       co_return;  // no news; a dead resolver is not the list's fault
     auto listed = classify(s, positive);
-    bool ok = listed.kind == verdict_kind::listed &&
-              negative.state == dns_result::status::nxdomain;
+    bool ok = listed.kind == verdict_kind::listed && negative.state == dns_result::status::nxdomain;
     auto& health = *impl_->health[impl_->index_of(settings_, s)];
     if (health.exchange(ok) != ok)
       ops::event("DNSBL", ok ? ops::severity::info : ops::severity::warning)

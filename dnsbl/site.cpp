@@ -39,8 +39,9 @@ std::optional<octet_set> parse_octet(std::string_view text, std::string& error) 
       lo = number(item.substr(0, dots));
       hi = number(item.substr(dots + 2));
     }
-    if (!lo || !hi || *lo > *hi || (!text.starts_with('[') && (semi != std::string_view::npos ||
-                                                                dots != std::string_view::npos))) {
+    if (!lo || !hi || *lo > *hi ||
+        (!text.starts_with('[') &&
+         (semi != std::string_view::npos || dots != std::string_view::npos))) {
       error = fmt::format("bad octet '{}' (N, [N..M] or [N;M..K], 0-255)", text);
       return std::nullopt;
     }
@@ -98,8 +99,7 @@ std::optional<site> parse_site(std::string_view spec, std::string& error) {
     auto w = spec.substr(star + 1);
     int value = 0;
     auto [p, ec] = std::from_chars(w.data(), w.data() + w.size(), value);
-    if (w.empty() || ec != std::errc{} || p != w.data() + w.size() || value < -100 ||
-        value > 100) {
+    if (w.empty() || ec != std::errc{} || p != w.data() + w.size() || value < -100 || value > 100) {
       error = fmt::format("bad weight '{}' (an integer from -100 to 100)", w);
       return std::nullopt;
     }
@@ -196,8 +196,8 @@ site_result classify(const site& s, const dns_result& answer) {
       break;
     default:
       r.kind = verdict_kind::error;
-      r.error = std::string(to_string(answer.state)) +
-                (answer.error.empty() ? "" : ": " + answer.error);
+      r.error =
+          std::string(to_string(answer.state)) + (answer.error.empty() ? "" : ": " + answer.error);
       return r;
   }
   if (answer.addresses.empty()) {

@@ -84,8 +84,9 @@ verdict access_list::check(const boost::asio::ip::address& client) const {
       break;
     case access_action::defer:
       v.what = action::defer;
-      v.reply = "421 4.7.0 " + (entry->text.empty() ? std::string("Access temporarily denied, try again later")
-                                                    : entry->text);
+      v.reply = "421 4.7.0 " + (entry->text.empty()
+                                    ? std::string("Access temporarily denied, try again later")
+                                    : entry->text);
       break;
   }
   return v;

@@ -26,7 +26,7 @@ enum class access_action { ok, reject, defer };
 struct access_entry {
   ip_prefix network;
   access_action what = access_action::ok;
-  std::string text;  // optional admin text for the reply
+  std::string text;    // optional admin text for the reply
   std::string origin;  // "file:line" or "rules[3]" for the log line
 };
 

@@ -42,12 +42,18 @@ std::int64_t days_since_epoch() {
 
 const char* to_string(batv_status s) {
   switch (s) {
-    case batv_status::untagged: return "untagged";
-    case batv_status::valid: return "valid";
-    case batv_status::expired: return "expired";
-    case batv_status::bad_signature: return "bad_signature";
-    case batv_status::unknown_key: return "unknown_key";
-    case batv_status::malformed: return "malformed";
+    case batv_status::untagged:
+      return "untagged";
+    case batv_status::valid:
+      return "valid";
+    case batv_status::expired:
+      return "expired";
+    case batv_status::bad_signature:
+      return "bad_signature";
+    case batv_status::unknown_key:
+      return "unknown_key";
+    case batv_status::malformed:
+      return "malformed";
   }
   return "?";
 }
@@ -73,11 +79,11 @@ std::string batv_sign(const batv_keys& keys, std::string_view address, std::int6
   // Signed over the address as it will come back; domains are case-insensitive,
   // so sign the lower-cased domain part.
   auto at = address.rfind('@');
-  std::string canonical = at == std::string_view::npos
-                              ? std::string(address)
-                              : std::string(address.substr(0, at + 1)) + lower(address.substr(at + 1));
-  return fmt::format("prvs={}{}={}", kddd, signature(keys.secrets.at(keys.sign_key), kddd + canonical),
-                     canonical);
+  std::string canonical = at == std::string_view::npos ? std::string(address)
+                                                       : std::string(address.substr(0, at + 1)) +
+                                                             lower(address.substr(at + 1));
+  return fmt::format("prvs={}{}={}", kddd,
+                     signature(keys.secrets.at(keys.sign_key), kddd + canonical), canonical);
 }
 
 batv_check batv_verify(const batv_keys& keys, std::string_view address, std::int64_t today) {
@@ -108,9 +114,9 @@ batv_check batv_verify(const batv_keys& keys, std::string_view address, std::int
     return result;
   }
   auto at = original.rfind('@');
-  std::string canonical = at == std::string_view::npos
-                              ? std::string(original)
-                              : std::string(original.substr(0, at + 1)) + lower(original.substr(at + 1));
+  std::string canonical = at == std::string_view::npos ? std::string(original)
+                                                       : std::string(original.substr(0, at + 1)) +
+                                                             lower(original.substr(at + 1));
   if (signature(key->second, std::string(kddd) + canonical) != sig) {
     result.status = batv_status::bad_signature;
     return result;

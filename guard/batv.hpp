@@ -26,7 +26,8 @@ struct batv_keys {
 };
 
 // Parses "N:secret"; nullopt with `error` set on a bad entry.
-std::optional<std::pair<int, std::string>> parse_batv_key(std::string_view text, std::string& error);
+std::optional<std::pair<int, std::string>> parse_batv_key(std::string_view text,
+                                                          std::string& error);
 
 // The signed form of `address` (local@domain), valid for keys.validity_days.
 std::string batv_sign(const batv_keys& keys, std::string_view address, std::int64_t today);

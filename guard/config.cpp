@@ -16,9 +16,9 @@ namespace mxguard::guard {
 namespace {
 
 // Sections this version knows; [[route]] is handled apart from the table.
-const std::set<std::string_view> known_sections{"server", "tls", "relay", "access",
-                                                "header_rules", "log", "dnsbl",
-                                                "bounce", "batv", "limits", "greylist", "redis"};
+const std::set<std::string_view> known_sections{"server",       "tls",    "relay",    "access",
+                                                "header_rules", "log",    "dnsbl",    "bounce",
+                                                "batv",         "limits", "greylist", "redis"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);
@@ -31,12 +31,18 @@ std::string where(const std::string& file, const toml::source_region& src) {
 
 std::string kind_name(value_kind k) {
   switch (k) {
-    case value_kind::integer: return "an integer";
-    case value_kind::size: return "a size (bytes, or \"25M\")";
-    case value_kind::duration: return "a duration (\"250ms\", \"30s\", \"5m\", \"4h\", \"7d\")";
-    case value_kind::boolean: return "true or false";
-    case value_kind::string: return "a string";
-    case value_kind::string_list: return "a list of strings";
+    case value_kind::integer:
+      return "an integer";
+    case value_kind::size:
+      return "a size (bytes, or \"25M\")";
+    case value_kind::duration:
+      return "a duration (\"250ms\", \"30s\", \"5m\", \"4h\", \"7d\")";
+    case value_kind::boolean:
+      return "true or false";
+    case value_kind::string:
+      return "a string";
+    case value_kind::string_list:
+      return "a list of strings";
   }
   return "?";
 }
@@ -229,7 +235,9 @@ void compile_dnsbl(config& cfg, NodeFor&& node_for) {
   }
 }
 
-std::string lower_text(std::string_view s) { return lower_ascii(s); }
+std::string lower_text(std::string_view s) {
+  return lower_ascii(s);
+}
 
 template <typename NodeFor>
 void compile_bounce(config& cfg, const toml::table& root, NodeFor&& node_for) {
@@ -297,8 +305,8 @@ void compile_bounce(config& cfg, const toml::table& root, NodeFor&& node_for) {
         auto at = local.rfind('@');
         if (at != std::string::npos) {
           if (local.substr(at + 1) != domain)
-            throw config_error(fmt::format("{}:{}: '{}' is not in domain {}", *path, number,
-                                           local, domain));
+            throw config_error(
+                fmt::format("{}:{}: '{}' is not in domain {}", *path, number, local, domain));
           local.erase(at);
         }
         users.insert(local);
@@ -411,7 +419,8 @@ void compile(config& cfg, const toml::table& root) {
     std::string error;
     auto rule = header_rule_set::parse_line(s.header_rules.rules[i], error);
     if (!rule)
-      fail(file, node_for("header_rules", "rules"), fmt::format("header_rules.rules[{}]", i), error);
+      fail(file, node_for("header_rules", "rules"), fmt::format("header_rules.rules[{}]", i),
+           error);
     cfg.header_rules.add(std::move(*rule));
   }
 
@@ -433,8 +442,7 @@ void compile(config& cfg, const toml::table& root) {
     }
   };
   parse_networks(s.relay.trusted_networks, "relay", "trusted_networks", cfg.trusted_networks);
-  parse_networks(s.server.proxy_protocol_from, "server", "proxy_protocol_from",
-                 cfg.proxy_networks);
+  parse_networks(s.server.proxy_protocol_from, "server", "proxy_protocol_from", cfg.proxy_networks);
 
   if (auto* routes = root.get("route")) {
     auto* arr = routes->as_array();
@@ -602,10 +610,10 @@ std::shared_ptr<const config> parse_config(std::string_view text, const std::str
   for (const auto& [section_key, section_node] : root) {
     std::string_view section = section_key.str();
     if (section == "route" || section == "recipients") continue;
-    if (!known_sections.contains(section))
-      fail(name, section_node, section, "unknown section");
+    if (!known_sections.contains(section)) fail(name, section_node, section, "unknown section");
     auto* table = section_node.as_table();
-    if (!table) fail(name, section_node, section, "must be a table ([" + std::string(section) + "])");
+    if (!table)
+      fail(name, section_node, section, "must be a table ([" + std::string(section) + "])");
     for (const auto& [key, node] : *table) {
       auto full = fmt::format("{}.{}", section, key.str());
       const auto* spec = find_spec(section, key.str());
@@ -681,12 +689,24 @@ std::string settings_reference_markdown() {
   for (const auto& spec : settings_table()) {
     std::string_view type;
     switch (spec.kind) {
-      case value_kind::integer: type = "integer"; break;
-      case value_kind::size: type = "size"; break;
-      case value_kind::duration: type = "duration"; break;
-      case value_kind::boolean: type = "bool"; break;
-      case value_kind::string: type = "string"; break;
-      case value_kind::string_list: type = "list"; break;
+      case value_kind::integer:
+        type = "integer";
+        break;
+      case value_kind::size:
+        type = "size";
+        break;
+      case value_kind::duration:
+        type = "duration";
+        break;
+      case value_kind::boolean:
+        type = "bool";
+        break;
+      case value_kind::string:
+        type = "string";
+        break;
+      case value_kind::string_list:
+        type = "list";
+        break;
     }
     out += fmt::format("| `{}.{}` | {} | `{}` | {} |\n", spec.section, spec.name, type,
                        spec.default_text, spec.help);

@@ -26,13 +26,13 @@
 
 #include "access_list.hpp"
 #include "batv.hpp"
-#include "smtp_syntax.hpp"
 #include "header_rules.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
+#include "mxguard/net.hpp"
 #include "mxguard/ratelimit/ratelimit.hpp"
 #include "mxguard/ratelimit/redis_store.hpp"
-#include "mxguard/net.hpp"
 #include "routes.hpp"
+#include "smtp_syntax.hpp"
 
 namespace mxguard::guard {
 

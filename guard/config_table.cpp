@@ -27,7 +27,7 @@ setting_value get_field(const settings& s) {
   return (s.*Section).*Field;
 }
 
-#define MXG_FIELD(section, field) \
+#define MXG_FIELD(section, field)                                      \
   &set_field<&settings::section, &decltype(settings::section)::field>, \
       &get_field<&settings::section, &decltype(settings::section)::field>
 
@@ -197,8 +197,8 @@ const setting_spec table[] = {
      MXG_FIELD(batv, keys)},
     {"batv", "sign_key", value_kind::integer, "0", 0, 9, "The key number new tags are made with.",
      MXG_FIELD(batv, sign_key)},
-    {"batv", "validity_days", value_kind::integer, "7", 1, 100,
-     "Days a tag stays valid.", MXG_FIELD(batv, validity_days)},
+    {"batv", "validity_days", value_kind::integer, "7", 1, 100, "Days a tag stays valid.",
+     MXG_FIELD(batv, validity_days)},
     {"batv", "exempt_recipients", value_kind::string_list, "[]", 0, 0,
      "Addresses (or `@domain`) that take untagged bounces anyway; postmaster@ always does.",
      MXG_FIELD(batv, exempt_recipients)},
@@ -268,8 +268,8 @@ const setting_spec table[] = {
     {"greylist", "ipv4_prefix", value_kind::integer, "24", 8, 32,
      "Client network of a triplet: senders retry from other addresses of their pool.",
      MXG_FIELD(greylist, ipv4_prefix)},
-    {"greylist", "ipv6_prefix", value_kind::integer, "64", 32, 128,
-     "The same for IPv6.", MXG_FIELD(greylist, ipv6_prefix)},
+    {"greylist", "ipv6_prefix", value_kind::integer, "64", 32, 128, "The same for IPv6.",
+     MXG_FIELD(greylist, ipv6_prefix)},
     // [log]
     {"log", "format", value_kind::string, R"("kv")", 0, 0,
      "`kv` (key=value) or `json`, one line per event; `--log-format` overrides.",
@@ -280,6 +280,8 @@ const setting_spec table[] = {
 
 }  // namespace
 
-std::span<const setting_spec> settings_table() { return table; }
+std::span<const setting_spec> settings_table() {
+  return table;
+}
 
 }  // namespace mxguard::guard

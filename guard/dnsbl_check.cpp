@@ -4,9 +4,10 @@
 
 namespace mxguard::guard {
 
-std::string expand_reply(std::string_view pattern,
-                         std::initializer_list<std::pair<std::string_view, std::string_view>> values,
-                         std::string_view txt) {
+std::string expand_reply(
+    std::string_view pattern,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> values,
+    std::string_view txt) {
   std::string out;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     bool replaced = false;

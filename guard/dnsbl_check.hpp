@@ -27,8 +27,9 @@ class dnsbl_check final : public stage_check {
 };
 
 // Fills a reply template's {placeholders}; the TXT text, if any, is appended.
-std::string expand_reply(std::string_view pattern,
-                         std::initializer_list<std::pair<std::string_view, std::string_view>> values,
-                         std::string_view txt);
+std::string expand_reply(
+    std::string_view pattern,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> values,
+    std::string_view txt);
 
 }  // namespace mxguard::guard

@@ -7,9 +7,14 @@ namespace mxguard::guard {
 boost::asio::awaitable<verdict> header_rule_check::evaluate(stage, const check_input& input) {
   std::vector<std::string> warnings;
   auto v = cfg_->header_rules.check(
-      input.message, static_cast<std::size_t>(cfg_->values.header_rules.max_header_size), &warnings);
+      input.message, static_cast<std::size_t>(cfg_->values.header_rules.max_header_size),
+      &warnings);
   for (const auto& w : warnings)
-    ops::event("WARN").add("stage", "end_of_data").add("sid", input.session.id).add("rule", w).emit();
+    ops::event("WARN")
+        .add("stage", "end_of_data")
+        .add("sid", input.session.id)
+        .add("rule", w)
+        .emit();
   co_return v;
 }
 

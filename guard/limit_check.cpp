@@ -8,7 +8,9 @@ namespace mxguard::guard {
 
 namespace {
 
-std::int64_t seconds_up(ratelimit::millis ms) { return (ms + 999) / 1000; }
+std::int64_t seconds_up(ratelimit::millis ms) {
+  return (ms + 999) / 1000;
+}
 
 verdict refusal(action what, std::string rule, std::string reply) {
   verdict v;
@@ -29,12 +31,15 @@ verdict store_unavailable() {
 bool limit_check::applies_to(stage s) const {
   const auto& l = cfg_->limits;
   switch (s) {
-    case stage::connect: return l.connections_per_ip.enabled();
+    case stage::connect:
+      return l.connections_per_ip.enabled();
     case stage::mail:
       return l.messages_per_ip.enabled() || l.null_sender_per_ip.enabled() ||
              l.messages_per_sender.enabled();
-    case stage::rcpt: return l.recipients_per_ip.enabled() || cfg_->values.greylist.enabled;
-    default: return false;
+    case stage::rcpt:
+      return l.recipients_per_ip.enabled() || cfg_->values.greylist.enabled;
+    default:
+      return false;
   }
 }
 
@@ -62,9 +67,11 @@ boost::asio::awaitable<verdict> limit_check::evaluate(stage s, const check_input
     add(l.connections_per_ip, "c:" + client, "connections_per_ip");
   } else if (s == stage::mail) {
     add(l.messages_per_ip, "m:" + client, "messages_per_ip");
-    if (input.transaction.null_sender) add(l.null_sender_per_ip, "n:" + client, "null_sender_per_ip");
-    else add(l.messages_per_sender, "s:" + lower_ascii(input.transaction.sender.text()),
-             "messages_per_sender");
+    if (input.transaction.null_sender)
+      add(l.null_sender_per_ip, "n:" + client, "null_sender_per_ip");
+    else
+      add(l.messages_per_sender, "s:" + lower_ascii(input.transaction.sender.text()),
+          "messages_per_sender");
   } else if (s == stage::rcpt) {
     add(l.recipients_per_ip, "r:" + client, "recipients_per_ip");
   }
@@ -106,8 +113,7 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
   auto answer = co_await store_->greylist(triplet, "gc:" + network, cfg_->greylist,
                                           ratelimit::wall_clock_now());
   if (answer.failed) co_return store_unavailable();
-  if (answer.client_allowlisted ||
-      answer.outcome.what == ratelimit::grey_result::pass) {
+  if (answer.client_allowlisted || answer.outcome.what == ratelimit::grey_result::pass) {
     if (answer.outcome.newly_passed)
       ops::event("GREYLIST")
           .add("sid", session.id)

@@ -76,7 +76,8 @@ int check_listing(const std::string& config_file, const std::string& subject, bo
       boost::asio::detached);
   io.run();
   const auto& sites = is_ip ? cfg->dnsbl.sites : cfg->dnsbl.rhsbl_sites;
-  if (sites.empty()) std::cout << "no " << (is_ip ? "dnsbl.sites" : "dnsbl.rhsbl_sites") << " configured\n";
+  if (sites.empty())
+    std::cout << "no " << (is_ip ? "dnsbl.sites" : "dnsbl.rhsbl_sites") << " configured\n";
   for (const auto& r : result.sites) {
     std::string codes;
     for (const auto& c : r.codes) codes += (codes.empty() ? "" : ",") + c.to_string();
@@ -90,7 +91,10 @@ int check_listing(const std::string& config_file, const std::string& subject, bo
               << (r.txt.empty() ? "" : " txt=\"" + r.txt + "\"") << "\n";
   }
   std::cout << "total=" << result.total << " threshold=" << cfg->dnsbl.threshold << " verdict="
-            << (result.allowlisted ? "allowlisted" : result.listed ? "refused" : "passes") << "\n";
+            << (result.allowlisted ? "allowlisted"
+                : result.listed    ? "refused"
+                                   : "passes")
+            << "\n";
   return result.listed ? 3 : 0;
 }
 

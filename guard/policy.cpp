@@ -4,12 +4,18 @@ namespace mxguard::guard {
 
 const char* to_string(stage s) {
   switch (s) {
-    case stage::connect: return "connect";
-    case stage::helo: return "helo";
-    case stage::mail: return "mail";
-    case stage::rcpt: return "rcpt";
-    case stage::data: return "data";
-    case stage::end_of_data: return "end_of_data";
+    case stage::connect:
+      return "connect";
+    case stage::helo:
+      return "helo";
+    case stage::mail:
+      return "mail";
+    case stage::rcpt:
+      return "rcpt";
+    case stage::data:
+      return "data";
+    case stage::end_of_data:
+      return "end_of_data";
   }
   return "?";
 }

@@ -33,7 +33,7 @@ struct session_facts {
   std::string helo;
   bool esmtp = false;
   bool tls = false;
-  bool trusted = false;  // from relay.trusted_networks
+  bool trusted = false;      // from relay.trusted_networks
   bool allowlisted = false;  // access OK or a DNS allowlist: later checks may skip
   int dnsbl_score = 0;
 };
@@ -45,7 +45,7 @@ struct envelope {
   std::optional<std::uint64_t> declared_size;
   bool body_8bit = false;
   std::vector<mailbox> recipients;  // accepted so far
-  bool discard = false;  // a double bounce taken only to be dropped: nothing is relayed
+  bool discard = false;             // a double bounce taken only to be dropped: nothing is relayed
 };
 
 struct check_input {

@@ -12,7 +12,9 @@ namespace asio = boost::asio;
 constexpr unsigned char v2_signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                             0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 
-proxy_header invalid() { return {proxy_header::status::invalid, 0, std::nullopt}; }
+proxy_header invalid() {
+  return {proxy_header::status::invalid, 0, std::nullopt};
+}
 
 std::optional<std::uint16_t> parse_port(std::string_view s) {
   unsigned v = 0;
@@ -25,8 +27,7 @@ std::optional<std::uint16_t> parse_port(std::string_view s) {
 
 proxy_header parse_v1(std::string_view bytes) {
   auto end = bytes.find("\r\n");
-  if (end == std::string_view::npos)
-    return bytes.size() >= 107 ? invalid() : proxy_header{};
+  if (end == std::string_view::npos) return bytes.size() >= 107 ? invalid() : proxy_header{};
   if (end + 2 > 107) return invalid();
   std::string_view line = bytes.substr(0, end);
   proxy_header result{proxy_header::status::ok, end + 2, std::nullopt};

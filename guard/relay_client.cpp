@@ -20,8 +20,12 @@ constexpr std::size_t data_chunk = 64 * 1024;
 smtp_reply unreachable() {
   return smtp_reply::local_reply(451, "4.4.1 Next hop not reachable, try again later");
 }
-smtp_reply timed_out() { return smtp_reply::local_reply(451, "4.4.2 Next hop timed out, try again later"); }
-smtp_reply lost() { return smtp_reply::local_reply(451, "4.4.2 Next hop connection lost, try again later"); }
+smtp_reply timed_out() {
+  return smtp_reply::local_reply(451, "4.4.2 Next hop timed out, try again later");
+}
+smtp_reply lost() {
+  return smtp_reply::local_reply(451, "4.4.2 Next hop connection lost, try again later");
+}
 smtp_reply garbled() {
   return smtp_reply::local_reply(451, "4.5.0 Next hop protocol error, try again later");
 }
@@ -150,23 +154,21 @@ asio::awaitable<smtp_reply> relay_client::try_hop(const host_port& hop,
   asio::ip::tcp::resolver resolver(executor);
   // A/AAAA only (numeric hosts need no lookup); never MX: the MX of a domain
   // we accept points back at us.
-  auto resolved = co_await within(
-      timeouts_.connect,
-      resolver.async_resolve(hop.host, std::to_string(hop.port),
-                             asio::ip::resolver_base::numeric_service, use_tuple));
+  auto resolved =
+      co_await within(timeouts_.connect,
+                      resolver.async_resolve(hop.host, std::to_string(hop.port),
+                                             asio::ip::resolver_base::numeric_service, use_tuple));
   if (!resolved || std::get<0>(*resolved)) co_return unreachable();
   asio::ip::tcp::socket socket(executor);
-  auto connected =
-      co_await within(timeouts_.connect,
-                      asio::async_connect(socket, std::get<1>(*resolved), use_tuple));
+  auto connected = co_await within(timeouts_.connect,
+                                   asio::async_connect(socket, std::get<1>(*resolved), use_tuple));
   if (!connected || std::get<0>(*connected)) co_return unreachable();
   error_code ignored;
   socket.set_option(asio::ip::tcp::no_delay(true), ignored);
   auto endpoint = socket.remote_endpoint(ignored);
-  peer_ = endpoint.address().is_v6() ? "[" + endpoint.address().to_string() + "]:" +
-                                           std::to_string(endpoint.port())
-                                     : endpoint.address().to_string() + ":" +
-                                           std::to_string(endpoint.port());
+  peer_ = endpoint.address().is_v6()
+              ? "[" + endpoint.address().to_string() + "]:" + std::to_string(endpoint.port())
+              : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   stream_ = std::make_unique<smtp_stream>(std::move(socket));
   input_.clear();
   auto banner = co_await read_reply(timeouts_.connect);
@@ -182,8 +184,8 @@ asio::awaitable<smtp_reply> relay_client::try_hop(const host_port& hop,
   if (has_starttls_ && tls_context_) {
     auto start = co_await command("STARTTLS", timeouts_.command);
     if (start.code == 220) {
-      auto handshake =
-          co_await within(timeouts_.tls_handshake, stream_->handshake_client(*tls_context_, hop.host));
+      auto handshake = co_await within(timeouts_.tls_handshake,
+                                       stream_->handshake_client(*tls_context_, hop.host));
       if (!handshake || *handshake) {
         drop();
         co_return unreachable();

@@ -29,7 +29,7 @@ namespace mxguard::guard {
 struct smtp_reply {
   int code = 0;
   std::vector<std::string> lines;  // text after the code and separator
-  bool local = false;  // made up by us (connection trouble), not said by the next hop
+  bool local = false;              // made up by us (connection trouble), not said by the next hop
 
   bool positive() const { return code >= 200 && code < 400; }
   bool transient() const { return code >= 400 && code < 500; }

@@ -13,14 +13,15 @@ namespace {
 
 // True when `pattern` matches `domain` (both lower case).
 bool domain_matches(std::string_view pattern, std::string_view domain) {
-  if (pattern.starts_with('.'))
-    return domain.size() > pattern.size() && domain.ends_with(pattern);
+  if (pattern.starts_with('.')) return domain.size() > pattern.size() && domain.ends_with(pattern);
   return pattern == domain;
 }
 
 }  // namespace
 
-void relay_domain_set::add(std::string_view pattern) { patterns_.push_back(lower_ascii(pattern)); }
+void relay_domain_set::add(std::string_view pattern) {
+  patterns_.push_back(lower_ascii(pattern));
+}
 
 bool relay_domain_set::matches(std::string_view raw) const {
   const auto domain = lower_ascii(raw);

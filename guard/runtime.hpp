@@ -13,8 +13,8 @@
 
 #include "admission.hpp"
 #include "config.hpp"
-#include "mxguard/dnsbl/dnsbl.hpp"
 #include "limit_check.hpp"
+#include "mxguard/dnsbl/dnsbl.hpp"
 #include "policy.hpp"
 
 namespace mxguard::guard {

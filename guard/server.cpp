@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -8,7 +9,6 @@
 #include <boost/asio/socket_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
 
 #include "mxguard/ops/log.hpp"
 #include "proxy_protocol.hpp"
@@ -108,8 +108,8 @@ asio::awaitable<proxy_header> peek_proxy_header(tcp::socket& socket) {
 
 // Reads the PROXY header a balancer sends first. Peeks, so that not one
 // byte of the SMTP dialogue after the header is consumed.
-asio::awaitable<void> read_proxy_header(tcp::socket socket, tcp::endpoint peer,
-                                        daemon_state& state, duration timeout) {
+asio::awaitable<void> read_proxy_header(tcp::socket socket, tcp::endpoint peer, daemon_state& state,
+                                        duration timeout) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer deadline(socket.get_executor(), timeout);
   auto outcome = co_await (peek_proxy_header(socket) || deadline.async_wait(use_tuple));
@@ -140,7 +140,9 @@ struct server::worker {
 };
 
 server::server(daemon_state& state) : state_(state) {}
-server::~server() { stop(); }
+server::~server() {
+  stop();
+}
 
 namespace {
 
@@ -195,8 +197,7 @@ void server::start(unsigned workers) {
         if (::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
           ec.assign(errno, boost::system::system_category());
       }
-      if (!ec && endpoint.address().is_v6())
-        acceptor.set_option(asio::ip::v6_only(true), ec);
+      if (!ec && endpoint.address().is_v6()) acceptor.set_option(asio::ip::v6_only(true), ec);
       if (!ec) acceptor.bind(endpoint, ec);
       if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
       if (ec) throw std::system_error(ec, "listen " + text);

@@ -2,11 +2,11 @@
 
 #include <ctime>
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
 
 #include "mxguard/ops/log.hpp"
 #include "relay_client.hpp"
@@ -134,12 +134,12 @@ class session : public std::enable_shared_from_this<session> {
   relay_client relay_;
   session_facts facts_;
   envelope envelope_;
-  const route* route_ = nullptr;  // of the open transaction
-  bool relay_mail_sent_ = false;  // the next hop has our MAIL FROM for this transaction
+  const route* route_ = nullptr;     // of the open transaction
+  bool relay_mail_sent_ = false;     // the next hop has our MAIL FROM for this transaction
   std::int64_t reserved_bytes_ = 0;  // our share of daemon_state::buffered_bytes
   std::string client_text_;
   bool allowlisted_;
-  std::optional<verdict> preset_refusal_;       // decided at admission (access REJECT)
+  std::optional<verdict> preset_refusal_;        // decided at admission (access REJECT)
   std::optional<verdict> pending_refusal_;       // decided at connect, enforced at RCPT
   std::optional<verdict> pending_mail_refusal_;  // decided at MAIL, for this transaction
 
@@ -207,8 +207,8 @@ asio::awaitable<void> session::close_with(std::string text) {
   quit_ = true;
 }
 
-void session::log_reject(std::string_view stage_name, std::string_view rule,
-                         std::string_view text, std::string_view rcpt) const {
+void session::log_reject(std::string_view stage_name, std::string_view rule, std::string_view text,
+                         std::string_view rcpt) const {
   ops::event e("REJECT");
   e.add("stage", stage_name).add("rule", rule).add("client", client_text_).add("sid", facts_.id);
   if (!facts_.helo.empty()) e.add("helo", facts_.helo);
@@ -293,7 +293,8 @@ asio::awaitable<void> session::run() {
               .add("client", client_text_)
               .add("stage", envelope_.open ? "transaction" : "command")
               .emit();
-          co_await close_with(fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
+          co_await close_with(
+              fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
         }
         break;
       }
@@ -324,8 +325,7 @@ asio::awaitable<void> session::run() {
       .emit();
 }
 
-asio::awaitable<void> session::refuse(std::string stage_name, std::string rule,
-                                      std::string text) {
+asio::awaitable<void> session::refuse(std::string stage_name, std::string rule, std::string text) {
   ++errors_;
   log_reject(stage_name, rule, text);
   if (errors_ >= limits_.max_errors) {
@@ -354,7 +354,8 @@ asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
       break;
   }
   switch (inspect_command_line(line.text)) {
-    case line_problem::none: break;
+    case line_problem::none:
+      break;
     case line_problem::bare_cr:
       co_return co_await refuse("command", "bare_cr", "500 5.5.2 Error: bare <CR> received");
     case line_problem::nul:
@@ -368,10 +369,14 @@ asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
   }
   auto cmd = parse_command(line.text);
   switch (cmd.what) {
-    case verb::helo: co_return co_await on_helo(cmd, false);
-    case verb::ehlo: co_return co_await on_helo(cmd, true);
-    case verb::mail: co_return co_await on_mail(cmd);
-    case verb::rcpt: co_return co_await on_rcpt(cmd);
+    case verb::helo:
+      co_return co_await on_helo(cmd, false);
+    case verb::ehlo:
+      co_return co_await on_helo(cmd, true);
+    case verb::mail:
+      co_return co_await on_mail(cmd);
+    case verb::rcpt:
+      co_return co_await on_rcpt(cmd);
     case verb::data:
       if (!cmd.argument.empty())
         co_return co_await refuse("data", "syntax", "501 5.5.4 Syntax: DATA");
@@ -380,7 +385,9 @@ asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
       if (!cmd.argument.empty())
         co_return co_await refuse("rset", "syntax", "501 5.5.4 Syntax: RSET");
       co_return co_await on_rset();
-    case verb::noop: reply("250 2.0.0 Ok"); co_return;
+    case verb::noop:
+      reply("250 2.0.0 Ok");
+      co_return;
     case verb::quit:
       reply(fmt::format("221 2.0.0 {} closing connection", limits_.hostname));
       quit_ = true;
@@ -397,7 +404,8 @@ asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
       co_return;
     case verb::expn:
       co_return co_await refuse("expn", "expn", "502 5.5.1 Error: EXPN not available");
-    case verb::starttls: co_return co_await on_starttls(cmd);
+    case verb::starttls:
+      co_return co_await on_starttls(cmd);
     case verb::auth:
       co_return co_await refuse("auth", "auth", "503 5.5.1 Error: authentication not enabled");
     case verb::bdat:
@@ -420,9 +428,9 @@ asio::awaitable<void> session::dispatch(const line_buffer::line& line) {
 
 asio::awaitable<void> session::on_helo(const command& cmd, bool extended) {
   if (!valid_helo(cmd.argument))
-    co_return co_await refuse("helo", "syntax",
-                              extended ? "501 5.5.4 Syntax: EHLO hostname"
-                                       : "501 5.5.4 Syntax: HELO hostname");
+    co_return co_await refuse(
+        "helo", "syntax",
+        extended ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
   co_await abandon_relay_transaction();
   reset_transaction();
   facts_.helo = std::string(cmd.argument);
@@ -530,8 +538,9 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
                                   ? "501 5.1.3 Recipient address too long"
                                   : "501 5.1.3 Bad recipient address syntax");
   if (!path.parameters.empty())
-    co_return co_await refuse("rcpt", "parameter",
-                              "555 5.5.4 Unsupported option: " + path.parameters[0].first.substr(0, 40));
+    co_return co_await refuse(
+        "rcpt", "parameter",
+        "555 5.5.4 Unsupported option: " + path.parameters[0].first.substr(0, 40));
   if (pending_refusal_ || pending_mail_refusal_) {
     auto v = pending_refusal_ ? *pending_refusal_ : *pending_mail_refusal_;
     v.at_rcpt = false;
@@ -576,7 +585,8 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     co_return co_await refuse("rcpt", "next_hop",
                               "451 4.4.2 Next hop connection lost, try again later");
 
-  if (auto refusal = bounce_rules(rcpt)) co_return co_await refuse("rcpt", refusal->rule, refusal->reply);
+  if (auto refusal = bounce_rules(rcpt))
+    co_return co_await refuse("rcpt", refusal->rule, refusal->reply);
   if (envelope_.discard) {
     // A double bounce to be dropped: nothing to relay, nobody to ask.
     envelope_.recipients.push_back(std::move(rcpt));
@@ -600,8 +610,8 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     if (relay_.connected() && relay_.current_route()->next_hops != r->next_hops)
       co_await relay_.quit();
     if (!relay_.connected()) {
-      const auto& helo = cfg_.values.relay.helo_name.empty() ? limits_.hostname
-                                                             : cfg_.values.relay.helo_name;
+      const auto& helo =
+          cfg_.values.relay.helo_name.empty() ? limits_.hostname : cfg_.values.relay.helo_name;
       auto opened = co_await relay_.open(*r, helo);
       if (!relay_.connected()) {
         ops::event("NEXTHOP")
@@ -612,10 +622,9 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
         co_return co_await refuse("rcpt", "next_hop", opened.to_client());
       }
     }
-    auto mailed = co_await relay_.mail(outbound_sender(rcpt), envelope_.declared_size,
-                                       envelope_.body_8bit);
-    if (!mailed.positive())
-      co_return co_await refuse("rcpt", "next_hop_mail", mailed.to_client());
+    auto mailed =
+        co_await relay_.mail(outbound_sender(rcpt), envelope_.declared_size, envelope_.body_8bit);
+    if (!mailed.positive()) co_return co_await refuse("rcpt", "next_hop_mail", mailed.to_client());
     relay_mail_sent_ = true;
   }
   auto answer = co_await relay_.rcpt(rcpt.text());
@@ -737,7 +746,11 @@ asio::awaitable<void> session::on_starttls(const command& cmd) {
   helo_seen_ = false;
   facts_.helo.clear();
   facts_.tls = true;
-  ops::event("TLS").add("sid", facts_.id).add("client", client_text_).add("cipher", stream_.tls_description()).emit();
+  ops::event("TLS")
+      .add("sid", facts_.id)
+      .add("client", client_text_)
+      .add("cipher", stream_.tls_description())
+      .emit();
 }
 
 asio::awaitable<void> session::receive_message(data_reader& reader, bool& budget_exceeded) {
@@ -807,7 +820,11 @@ asio::awaitable<void> session::on_data() {
     // still has the message. The next hop's transaction is abandoned with
     // the connection.
     if (expired_) {
-      ops::event("TIMEOUT").add("sid", facts_.id).add("client", client_text_).add("stage", "data").emit();
+      ops::event("TIMEOUT")
+          .add("sid", facts_.id)
+          .add("client", client_text_)
+          .add("stage", "data")
+          .emit();
       co_await close_with(fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
     } else {
       quit_ = true;
@@ -831,8 +848,8 @@ asio::awaitable<void> session::on_data() {
 }
 
 asio::awaitable<void> session::deliver(data_reader& reader) {
-  auto log_transaction = [&](std::string_view word, std::string_view rule, std::string_view reply_text,
-                             std::string_view next_hop_reply) {
+  auto log_transaction = [&](std::string_view word, std::string_view rule,
+                             std::string_view reply_text, std::string_view next_hop_reply) {
     std::string rcpts;
     for (const auto& r : envelope_.recipients) rcpts += (rcpts.empty() ? "" : ",") + r.text();
     ops::event(word)
@@ -904,15 +921,16 @@ void start_session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
   auto executor = socket.get_executor();
   auto s = std::make_shared<session>(std::move(socket), client, std::move(snapshot), state,
                                      std::move(slot), allowlisted, std::move(preset_refusal));
-  asio::co_spawn(executor, [s]() { return s->run(); },
-                 [](std::exception_ptr e) {
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& ex) {
-                     ops::log_message(ops::severity::error, "SESSION_ERROR", ex.what());
-                   }
-                 });
+  asio::co_spawn(
+      executor, [s]() { return s->run(); },
+      [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          ops::log_message(ops::severity::error, "SESSION_ERROR", ex.what());
+        }
+      });
 }
 
 }  // namespace mxguard::guard

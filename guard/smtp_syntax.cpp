@@ -7,7 +7,9 @@ namespace mxguard::guard {
 
 namespace {
 
-char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+char upper(char c) {
+  return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -24,8 +26,24 @@ bool is_alnum(char c) {
 bool is_atext(char c) {
   if (is_alnum(c)) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '/': case '=': case '?': case '^': case '_': case '`': case '{': case '|': case '}':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '/':
+    case '=':
+    case '?':
+    case '^':
+    case '_':
+    case '`':
+    case '{':
+    case '|':
+    case '}':
     case '~':
       return true;
     default:
@@ -117,15 +135,24 @@ line_problem inspect_command_line(std::string_view line) {
 
 const char* to_string(path_error e) {
   switch (e) {
-    case path_error::none: return "none";
-    case path_error::syntax: return "syntax";
-    case path_error::source_route: return "source_route";
-    case path_error::percent_hack: return "percent_hack";
-    case path_error::bang_path: return "bang_path";
-    case path_error::quoted_at: return "quoted_at";
-    case path_error::trailing_dot: return "trailing_dot";
-    case path_error::ip_literal: return "ip_literal";
-    case path_error::too_long: return "too_long";
+    case path_error::none:
+      return "none";
+    case path_error::syntax:
+      return "syntax";
+    case path_error::source_route:
+      return "source_route";
+    case path_error::percent_hack:
+      return "percent_hack";
+    case path_error::bang_path:
+      return "bang_path";
+    case path_error::quoted_at:
+      return "quoted_at";
+    case path_error::trailing_dot:
+      return "trailing_dot";
+    case path_error::ip_literal:
+      return "ip_literal";
+    case path_error::too_long:
+      return "too_long";
   }
   return "?";
 }
@@ -172,8 +199,8 @@ std::optional<std::uint64_t> parse_size_parameter(std::string_view value) {
 path_result parse_path_argument(std::string_view argument, std::string_view keyword) {
   path_result result;
   result.error = path_error::syntax;
-  if (argument.size() < keyword.size() + 1 || !iequals(argument.substr(0, keyword.size()), keyword) ||
-      argument[keyword.size()] != ':')
+  if (argument.size() < keyword.size() + 1 ||
+      !iequals(argument.substr(0, keyword.size()), keyword) || argument[keyword.size()] != ':')
     return result;
   auto rest = argument.substr(keyword.size() + 1);
   while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
@@ -212,7 +239,8 @@ path_result parse_path_argument(std::string_view argument, std::string_view keyw
       if (!is_alnum(c) && c != '-') return result;
       c = upper(c);
     }
-    std::string value = eq == std::string_view::npos ? std::string() : std::string(param.substr(eq + 1));
+    std::string value =
+        eq == std::string_view::npos ? std::string() : std::string(param.substr(eq + 1));
     result.parameters.emplace_back(std::move(key), std::move(value));
     if (end == std::string_view::npos) break;
     params.remove_prefix(end);
@@ -234,8 +262,8 @@ path_result parse_path_argument(std::string_view argument, std::string_view keyw
     if (colon == std::string_view::npos) return result;
     auto route = path.substr(1, colon - 1);
     for (char c : route)
-      if (!(is_alnum(c) || c == '.' || c == '-' || c == ',' || c == '@' || c == '[' ||
-            c == ']' || c == ':'))
+      if (!(is_alnum(c) || c == '.' || c == '-' || c == ',' || c == '@' || c == '[' || c == ']' ||
+            c == ':'))
         return result;
     result.trick = path_error::source_route;
     path.remove_prefix(colon + 1);

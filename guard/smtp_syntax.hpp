@@ -15,12 +15,26 @@
 namespace mxguard::guard {
 
 enum class verb {
-  helo, ehlo, mail, rcpt, data, rset, noop, quit, help, vrfy, expn, starttls, bdat, auth, unknown
+  helo,
+  ehlo,
+  mail,
+  rcpt,
+  data,
+  rset,
+  noop,
+  quit,
+  help,
+  vrfy,
+  expn,
+  starttls,
+  bdat,
+  auth,
+  unknown
 };
 
 struct command {
   verb what = verb::unknown;
-  std::string_view name;  // the verb as sent
+  std::string_view name;      // the verb as sent
   std::string_view argument;  // after the verb and one or more spaces
 };
 
@@ -56,7 +70,7 @@ const char* to_string(path_error e);
 struct path_result {
   path_error error = path_error::none;  // none, syntax or too_long
   path_error trick = path_error::none;  // a relay trick in an otherwise valid path
-  bool null_sender = false;  // MAIL FROM:<>
+  bool null_sender = false;             // MAIL FROM:<>
   mailbox address;
   std::vector<std::pair<std::string, std::string>> parameters;  // upper-cased keyword, value
 };

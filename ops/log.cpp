@@ -16,9 +16,12 @@ std::atomic<int> fd_{2};
 
 const char* severity_name(severity s) {
   switch (s) {
-    case severity::info: return "info";
-    case severity::warning: return "warning";
-    case severity::error: return "error";
+    case severity::info:
+      return "info";
+    case severity::warning:
+      return "warning";
+    case severity::error:
+      return "error";
   }
   return "info";
 }
@@ -27,8 +30,12 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
   for (char c : s) {
     switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<unsigned char>(c));
@@ -63,9 +70,15 @@ void write_line(std::string& line) {
 
 }  // namespace
 
-void set_log_format(log_format f) { format_.store(f); }
-log_format current_log_format() { return format_.load(); }
-void set_log_fd(int fd) { fd_.store(fd < 0 ? 2 : fd); }
+void set_log_format(log_format f) {
+  format_.store(f);
+}
+log_format current_log_format() {
+  return format_.load();
+}
+void set_log_fd(int fd) {
+  fd_.store(fd < 0 ? 2 : fd);
+}
 
 std::string escape_client_text(std::string_view text, std::size_t max) {
   std::string out;

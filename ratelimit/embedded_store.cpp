@@ -15,9 +15,9 @@ constexpr std::size_t shard_count = 16;
 
 struct entry {
   millis expires = 0;
-  millis tat = 0;                // rate keys
-  triplet_record triplet;        // greylist triplets
-  std::int64_t passes = 0;       // greylist client counters
+  millis tat = 0;           // rate keys
+  triplet_record triplet;   // greylist triplets
+  std::int64_t passes = 0;  // greylist client counters
   std::list<std::string>::iterator lru;
 };
 
@@ -59,8 +59,8 @@ class embedded_store final : public state_store {
       auto& e = touch(s, triplet_key, now);
       if (e.expires <= now) e.triplet = {};
       answer.outcome = greylist_step(e.triplet, now, policy);
-      e.expires = now + (e.triplet.passed_at ? policy.lifetime
-                                             : policy.delay + policy.retry_window);
+      e.expires =
+          now + (e.triplet.passed_at ? policy.lifetime : policy.delay + policy.retry_window);
       passed_now = answer.outcome.newly_passed;
       evict(s);
     }
@@ -136,7 +136,8 @@ class embedded_store final : public state_store {
       if (!d.allowed) {
         out.result = d;
         // Over the limit but counted anyway: push the TAT forward.
-        tat = std::max(tat, now) + keys[i].limit.period / std::max<std::int64_t>(1, keys[i].limit.count);
+        tat = std::max(tat, now) +
+              keys[i].limit.period / std::max<std::int64_t>(1, keys[i].limit.count);
       }
       tats[i] = tat;
     }

@@ -69,7 +69,9 @@ decision gcra(millis& tat, millis now, const rate& r, std::int64_t cost) {
   return {true, 0};
 }
 
-millis gcra_ttl(millis tat, millis now) { return std::max<millis>(tat - now, 0) + 1000; }
+millis gcra_ttl(millis tat, millis now) {
+  return std::max<millis>(tat - now, 0) + 1000;
+}
 
 grey_outcome greylist_step(triplet_record& record, millis now, const greylist_policy& policy) {
   grey_outcome out;

@@ -9,13 +9,13 @@
 #include <random>
 #include <unordered_map>
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
 
 #include "mxguard/ops/log.hpp"
 
@@ -283,10 +283,13 @@ class redis_store final : public state_store {
   asio::awaitable<grey_answer> greylist(std::string triplet_key, std::string client_key,
                                         greylist_policy policy, millis now) override {
     // The client network is the hash tag: both keys live in one cluster slot.
-    std::vector<std::string> args{"EVALSHA", greylist_sha_, "2",
+    std::vector<std::string> args{"EVALSHA",
+                                  greylist_sha_,
+                                  "2",
                                   settings_.prefix + "{" + client_key + "}:" + triplet_key,
                                   settings_.prefix + "{" + client_key + "}:passes",
-                                  std::to_string(now), std::to_string(policy.delay),
+                                  std::to_string(now),
+                                  std::to_string(policy.delay),
                                   std::to_string(policy.retry_window),
                                   std::to_string(policy.lifetime),
                                   std::to_string(policy.auto_allowlist_after)};
@@ -321,8 +324,7 @@ class redis_store final : public state_store {
     }
     auto reply = co_await script(std::move(args), rates_script);
     if (!reply || reply->elements.size() != 3) {
-      if (settings_.failure == redis_settings::on_failure::local)
-      {
+      if (settings_.failure == redis_settings::on_failure::local) {
         // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
         if (always) co_return co_await fallback_->count_event(keys.front(), now);
         co_return co_await fallback_->check_rates(std::move(keys), now);
@@ -351,8 +353,7 @@ class redis_store final : public state_store {
       reply = co_await call(args);
     }
     if (!reply || !reply->ok()) {
-      if (reply)
-        ops::event("REDIS", ops::severity::warning).add("error", reply->text).emit();
+      if (reply) ops::event("REDIS", ops::severity::warning).add("error", reply->text).emit();
       co_return std::nullopt;
     }
     co_return reply;
@@ -415,7 +416,8 @@ class redis_store final : public state_store {
     // Exponential backoff with jitter, so that the threads (and the gateways
     // of a pair) do not all knock on a recovering Redis at once.
     static thread_local std::mt19937 rng{std::random_device{}()};
-    auto jitter = std::uniform_int_distribution<int>(0, static_cast<int>(st.backoff.count() / 2))(rng);
+    auto jitter =
+        std::uniform_int_distribution<int>(0, static_cast<int>(st.backoff.count() / 2))(rng);
     st.retry_at = std::chrono::steady_clock::now() + st.backoff + std::chrono::milliseconds(jitter);
     st.backoff = std::min(st.backoff * 2, std::chrono::milliseconds(10'000));
     if (!down_.exchange(true))
@@ -428,9 +430,12 @@ class redis_store final : public state_store {
 
   const char* policy_name() const {
     switch (settings_.failure) {
-      case redis_settings::on_failure::local: return "local";
-      case redis_settings::on_failure::open: return "open";
-      case redis_settings::on_failure::tempfail: return "tempfail";
+      case redis_settings::on_failure::local:
+        return "local";
+      case redis_settings::on_failure::open:
+        return "open";
+      case redis_settings::on_failure::tempfail:
+        return "tempfail";
     }
     return "?";
   }
@@ -472,8 +477,7 @@ class redis_store final : public state_store {
       }
     }
     st.backoff = std::chrono::milliseconds(100);
-    if (down_.exchange(false))
-      ops::event("REDIS").add("state", "up").emit();
+    if (down_.exchange(false)) ops::event("REDIS").add("state", "up").emit();
     co_return true;
   }
 

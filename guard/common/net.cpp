@@ -119,12 +119,18 @@ std::size_t ip_prefix_hash::operator()(const ip_prefix& p) const noexcept {
 
 const char* to_string(action a) {
   switch (a) {
-    case action::cont: return "continue";
-    case action::accept: return "accept";
-    case action::reject: return "reject";
-    case action::defer: return "defer";
-    case action::discard: return "discard";
-    case action::drop: return "drop";
+    case action::cont:
+      return "continue";
+    case action::accept:
+      return "accept";
+    case action::reject:
+      return "reject";
+    case action::defer:
+      return "defer";
+    case action::discard:
+      return "discard";
+    case action::drop:
+      return "drop";
   }
   return "?";
 }

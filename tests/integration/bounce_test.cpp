@@ -95,7 +95,8 @@ TEST(Batv, RoundTripOutboundTaggedBounceStrippedForgedRefused) {
     std::string rcpt;
   } rows[] = {
       {"untagged", "alice@example.org"},
-      {"forged signature", tagged.substr(0, 10) + (tagged[10] == 'a' ? "b" : "a") + tagged.substr(11)},
+      {"forged signature",
+       tagged.substr(0, 10) + (tagged[10] == 'a' ? "b" : "a") + tagged.substr(11)},
       {"wrong key", "prvs=7" + tagged.substr(6)},
       {"expired", "prvs=2" + std::string("999") + tagged.substr(9)},
       {"other user", tagged.substr(0, 16) + "real@example.org"},
@@ -162,7 +163,8 @@ TEST(DoubleBounce, DiscardedAndLoggedOrRejected) {
   EXPECT_NE(second.text.find("5.5.3"), std::string::npos);
   EXPECT_EQ(c.command("RSET").code, 250);
 
-  guard strict(dir, bounce_config(dir, inner, outbound, "2", "\n[bounce]\ndouble_bounce = \"reject\"\n"),
+  guard strict(dir,
+               bounce_config(dir, inner, outbound, "2", "\n[bounce]\ndouble_bounce = \"reject\"\n"),
                "strict");
   smtp_client s;
   ASSERT_TRUE(s.connect_from("127.0.0.9", strict.port()));

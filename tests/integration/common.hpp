@@ -34,7 +34,9 @@ inline std::string base_config(const std::string& next_hops, const std::string& 
          next_hops + "]\n" + extra;
 }
 
-inline std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+inline std::string quoted(const std::string& s) {
+  return "\"" + s + "\"";
+}
 
 // The message body a sink copy holds, compared with what the client sent
 // (CRLF → LF as smtp-sink writes it).

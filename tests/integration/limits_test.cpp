@@ -92,7 +92,8 @@ TEST(Limits, MessagesAndRecipientsPerClient) {
 TEST(Limits, DirectoryHarvestClosedAfterTooManyUnknownRecipients) {
   temp_dir dir;
   smtp_sink sink(dir, {"-f", "RCPT", "-B", "550 5.1.1 User unknown"});
-  guard mx(dir, listen_all(base_config(quoted(sink.address()), "max_errors = 100\nsoft_error_delay_after = 100\n",
+  guard mx(dir, listen_all(base_config(quoted(sink.address()),
+                                       "max_errors = 100\nsoft_error_delay_after = 100\n",
                                        "\n[limits]\nrefused_recipients_per_ip = \"5/1h\"\n")));
   smtp_client c;
   ASSERT_TRUE(c.connect_from("127.0.0.51", mx.port()));

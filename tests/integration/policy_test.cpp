@@ -57,9 +57,9 @@ TEST(RelayPolicy, TrustedNetworkRelaysOutboundViaDefaultRoute) {
     EXPECT_EQ(c.start_transaction("a@example.org", "someone@gmail.example").code, 554);
   }
   // Same config plus trusted_networks: write a config where 127.0.0.0/8 is trusted.
-  std::string trusted = base_config(quoted(inbound.address()), "",
-                                    "\n[[route]]\ndomain = \"*\"\nnext_hops = [" +
-                                        quoted(outbound.address()) + "]\n");
+  std::string trusted = base_config(
+      quoted(inbound.address()), "",
+      "\n[[route]]\ndomain = \"*\"\nnext_hops = [" + quoted(outbound.address()) + "]\n");
   trusted.replace(trusted.find("command_timeout = \"5s\"\n"), 0,
                   "trusted_networks = [\"127.0.0.0/8\"]\n");
   mx.reload(trusted);
@@ -78,17 +78,20 @@ TEST(RelayPolicy, TrustedNetworkRelaysOutboundViaDefaultRoute) {
 TEST(Access, RejectDeferAndOkAtConnect) {
   temp_dir dir;
   smtp_sink sink(dir);
-  std::string cfg = base_config(
-      quoted(sink.address()), "",
-      "\n[access]\nrules = [\"127.0.0.2 REJECT go away\", \"127.0.0.3 DEFER\", "
-      "\"127.0.0.0/24 REJECT\", \"127.0.0.4 OK\"]\n");
+  std::string cfg =
+      base_config(quoted(sink.address()), "",
+                  "\n[access]\nrules = [\"127.0.0.2 REJECT go away\", \"127.0.0.3 DEFER\", "
+                  "\"127.0.0.0/24 REJECT\", \"127.0.0.4 OK\"]\n");
   // The guard listens on all of 127.0.0.0/8 here so clients can use 127.0.0.x.
   cfg.replace(cfg.find("127.0.0.1:@PORT@"), 16, "0.0.0.0:@PORT@");
   guard mx(dir, cfg);
   struct row {
     const char* source;
     int code;
-  } rows[] = {{"127.0.0.2", 554}, {"127.0.0.3", 421}, {"127.0.0.5", 554}, {"127.0.0.4", 220},
+  } rows[] = {{"127.0.0.2", 554},
+              {"127.0.0.3", 421},
+              {"127.0.0.5", 554},
+              {"127.0.0.4", 220},
               {"127.0.1.1", 220}};
   for (const auto& r : rows) {
     SCOPED_TRACE(r.source);
@@ -219,12 +222,15 @@ TEST(Config, CheckConfigNamesFileLineAndKey) {
     const char* text;
     const char* want;
   } rows[] = {
-      {"unknown key", "[server]\nlisten = [\"127.0.0.1:25\"]\nhostname = \"a.b\"\nmax_sesions = 5\n",
+      {"unknown key",
+       "[server]\nlisten = [\"127.0.0.1:25\"]\nhostname = \"a.b\"\nmax_sesions = 5\n",
        ":4: server.max_sesions: unknown key"},
       {"bad value", "[server]\nmax_sessions = \"many\"\n", ":2: server.max_sessions: must be"},
-      {"out of range", "[server]\n\nmax_sessions = 0\n", ":3: server.max_sessions: 0 is out of range"},
+      {"out of range", "[server]\n\nmax_sessions = 0\n",
+       ":3: server.max_sessions: 0 is out of range"},
       {"unknown section", "[srever]\nx = 1\n", ":1: srever: unknown section"},
-      {"bad access rule", "[access]\nrules = [\"300.1.1.1 REJECT\"]\n", "access.rules[0]: bad address"},
+      {"bad access rule", "[access]\nrules = [\"300.1.1.1 REJECT\"]\n",
+       "access.rules[0]: bad address"},
       {"relay domain without route", "[relay]\ndomains = [\"example.org\"]\n",
        "relay.domains: 'example.org' has no [[route]]"},
       {"bad duration", "[server]\ncommand_timeout = \"5 minutes\"\n", ":2: server.command_timeout"},

@@ -7,8 +7,8 @@
 namespace mxguard::test {
 namespace {
 
-std::string shared_config(const smtp_sink& sink, const std::string& url,
-                          const std::string& limits, const std::string& redis_extra = "") {
+std::string shared_config(const smtp_sink& sink, const std::string& url, const std::string& limits,
+                          const std::string& redis_extra = "") {
   return base_config(quoted(sink.address()), "",
                      "\n[limits]\n" + limits + "\n[redis]\nurl = " + quoted(url) +
                          "\ntimeout = \"200ms\"\n" + redis_extra);

@@ -13,7 +13,8 @@ TEST(Relay, MessageArrivesByteExact) {
   EXPECT_EQ(c.read_reply().code, 220);
   ASSERT_EQ(c.start_transaction("sender@remote.example", "user@example.org").code, 250);
   std::string body;
-  for (int i = 0; i < 200; ++i) body += "line " + std::to_string(i) + " \tof\ttext with trailing space \r\n";
+  for (int i = 0; i < 200; ++i)
+    body += "line " + std::to_string(i) + " \tof\ttext with trailing space \r\n";
   body += "8-bit: caf\xc3\xa9\r\n";
   auto message = make_message("byte exact", body);
   auto final_reply = c.send_message(message);
@@ -224,8 +225,8 @@ TEST(Relay, HeaderRuleRejectAndDiscard) {
   ASSERT_EQ(c.command("MAIL FROM:<a@remote.example>").code, 250);
   ASSERT_EQ(c.command("RCPT TO:<user@example.org>").code, 250);
   // A folded Subject is unfolded before matching.
-  auto discarded = c.send_message(
-      "From: <a@remote.example>\r\nSubject: Online\r\n casino bonus\r\n\r\nx\r\n");
+  auto discarded =
+      c.send_message("From: <a@remote.example>\r\nSubject: Online\r\n casino bonus\r\n\r\nx\r\n");
   EXPECT_EQ(discarded.code, 250);
 
   ASSERT_EQ(c.command("MAIL FROM:<a@remote.example>").code, 250);

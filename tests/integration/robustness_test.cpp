@@ -14,9 +14,9 @@ TEST(Smuggling, NoVariantEndsDataEarlyOrReachesSinkAsTwoMessages) {
     const char* label;
     std::string fake_end;
   } rows[] = {
-      {"LF.LF", "\n.\n"},       {"CR.CRLF", "\r.\r\n"},   {"LF.CRLF", "\n.\r\n"},
-      {"CRLF.LF", "\r\n.\n"},   {"CRLF.CR", "\r\n.\r"},   {"CR.CR", "\r.\r"},
-      {"LF.CR", "\n.\r"},       {"CRLF.CRCRLF", "\r\n.\r\r\n"},
+      {"LF.LF", "\n.\n"},     {"CR.CRLF", "\r.\r\n"},         {"LF.CRLF", "\n.\r\n"},
+      {"CRLF.LF", "\r\n.\n"}, {"CRLF.CR", "\r\n.\r"},         {"CR.CR", "\r.\r"},
+      {"LF.CR", "\n.\r"},     {"CRLF.CRCRLF", "\r\n.\r\r\n"},
   };
   temp_dir dir;
   smtp_sink sink(dir);
@@ -70,7 +70,8 @@ TEST(Robustness, LongLineRefusedAndSessionContinues) {
 TEST(Robustness, MegabyteLineGarbageAndNulBytes) {
   temp_dir dir;
   smtp_sink sink(dir);
-  guard mx(dir, base_config(quoted(sink.address()), "max_errors = 50\nsoft_error_delay_after = 50\n"));
+  guard mx(dir,
+           base_config(quoted(sink.address()), "max_errors = 50\nsoft_error_delay_after = 50\n"));
   smtp_client c;
   ASSERT_TRUE(c.connect(mx.port()));
   c.read_reply();
@@ -95,8 +96,8 @@ TEST(Robustness, MegabyteLineGarbageAndNulBytes) {
 TEST(Robustness, TooManyErrorsCloses) {
   temp_dir dir;
   smtp_sink sink(dir);
-  guard mx(dir, base_config(quoted(sink.address()),
-                            "max_errors = 3\nsoft_error_delay_after = 10\n"));
+  guard mx(dir,
+           base_config(quoted(sink.address()), "max_errors = 3\nsoft_error_delay_after = 10\n"));
   smtp_client c;
   ASSERT_TRUE(c.connect(mx.port()));
   c.read_reply();

@@ -24,8 +24,7 @@ TEST(StartTls, SwaksSendsOverTls) {
   smtp_sink sink(dir);
   guard mx(dir, tls_config(dir, sink.address()));
   child swaks({"/usr/bin/swaks", "--server", "127.0.0.1:" + std::to_string(mx.port()), "--tls",
-               "--to", "user@example.org", "--from", "tls@remote.example", "--body",
-               "secret body"},
+               "--to", "user@example.org", "--from", "tls@remote.example", "--body", "secret body"},
               dir / "swaks.log");
   ASSERT_EQ(swaks.wait_exit(30s).value_or(-1), 0) << read_file(dir / "swaks.log");
   ASSERT_TRUE(sink.wait_messages(1));

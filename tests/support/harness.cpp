@@ -131,7 +131,9 @@ std::string read_file(const fs::path& path) {
   return s.str();
 }
 
-bool running_as_root() { return ::geteuid() == 0; }
+bool running_as_root() {
+  return ::geteuid() == 0;
+}
 
 // --- child -----------------------------------------------------------------
 
@@ -200,8 +202,7 @@ int child::stop() {
 
 // --- smtp-sink ---------------------------------------------------------------
 
-smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options,
-                     const std::string& name)
+smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options, const std::string& name)
     : dump_dir_(dir / (name + "-dump")) {
   fs::create_directories(dump_dir_);
   fs::permissions(dump_dir_, fs::perms::all);
@@ -286,9 +287,17 @@ redis_server::redis_server(const temp_dir& dir, const std::string& password, int
 }
 
 void redis_server::start() {
-  std::vector<std::string> argv{"/usr/bin/redis-server", "--port", std::to_string(port_),
-                                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", dir_.path().string()};
+  std::vector<std::string> argv{"/usr/bin/redis-server",
+                                "--port",
+                                std::to_string(port_),
+                                "--bind",
+                                "127.0.0.1",
+                                "--save",
+                                "",
+                                "--appendonly",
+                                "no",
+                                "--dir",
+                                dir_.path().string()};
   if (!password_.empty()) {
     argv.push_back("--requirepass");
     argv.push_back(password_);
@@ -301,16 +310,20 @@ void redis_server::start() {
 }
 
 std::string redis_server::url(const std::string& password) const {
-  return "redis://" + (password.empty() ? std::string() : ":" + password + "@") + "127.0.0.1:" +
-         std::to_string(port_) + "/0";
+  return "redis://" + (password.empty() ? std::string() : ":" + password + "@") +
+         "127.0.0.1:" + std::to_string(port_) + "/0";
 }
 
 void redis_server::kill() {
   process_.signal(SIGKILL);
   process_.wait_exit(5s);
 }
-void redis_server::pause() { process_.signal(SIGSTOP); }
-void redis_server::resume() { process_.signal(SIGCONT); }
+void redis_server::pause() {
+  process_.signal(SIGSTOP);
+}
+void redis_server::resume() {
+  process_.signal(SIGCONT);
+}
 void redis_server::restart() {
   kill();
   start();
@@ -370,14 +383,18 @@ void guard::reload(std::string config) {
 
 // --- smtp client -----------------------------------------------------------------
 
-smtp_client::~smtp_client() { close(); }
+smtp_client::~smtp_client() {
+  close();
+}
 
 void smtp_client::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }
 
-bool smtp_client::connect(int port, const std::string& host) { return connect_from("", port, host); }
+bool smtp_client::connect(int port, const std::string& host) {
+  return connect_from("", port, host);
+}
 
 bool smtp_client::connect_from(const std::string& source, int port, const std::string& host) {
   close();

@@ -36,7 +36,8 @@ class temp_dir {
 // A loopback port that was free a moment ago.
 int free_port();
 // True once something accepts TCP connections on 127.0.0.1:port (or ::1).
-bool wait_for_port(int port, std::chrono::milliseconds timeout, const std::string& host = "127.0.0.1");
+bool wait_for_port(int port, std::chrono::milliseconds timeout,
+                   const std::string& host = "127.0.0.1");
 void write_file(const fs::path& path, const std::string& text);
 std::string read_file(const fs::path& path);
 bool running_as_root();
@@ -85,8 +86,7 @@ class smtp_sink {
 // A real redis-server on a loopback port, no persistence.
 class redis_server {
  public:
-  explicit redis_server(const temp_dir& dir, const std::string& password = "",
-                        int port = 0);
+  explicit redis_server(const temp_dir& dir, const std::string& password = "", int port = 0);
   int port() const { return port_; }
   std::string url(const std::string& password = "") const;
   void kill();     // SIGKILL
@@ -128,14 +128,15 @@ class guard {
 };
 
 struct smtp_reply {
-  int code = 0;  // 0: no reply (closed or timed out)
+  int code = 0;      // 0: no reply (closed or timed out)
   std::string text;  // all lines, CRLF-joined, without the final CRLF
 };
 
 class smtp_client {
  public:
   smtp_client() = default;
-  smtp_client(smtp_client&& other) noexcept : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)) {}
+  smtp_client(smtp_client&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)) {}
   ~smtp_client();
   bool connect(int port, const std::string& host = "127.0.0.1");
   // Binds the client side to a local address first (127.0.0.x source addresses).

@@ -16,10 +16,17 @@ TEST(ParseRate, Table) {
     const char* text;
     std::optional<rate> want;
   } rows[] = {
-      {"30/1m", rate{30, 60'000}},  {"100/1h", rate{100, 3'600'000}}, {"10/30s", rate{10, 30'000}},
-      {"5/m", rate{5, 60'000}},     {"0", rate{}},                    {"", rate{}},
-      {"30", std::nullopt},         {"30/1y", std::nullopt},          {"-1/1m", std::nullopt},
-      {"x/1m", std::nullopt},       {"30/0m", std::nullopt},
+      {"30/1m", rate{30, 60'000}},
+      {"100/1h", rate{100, 3'600'000}},
+      {"10/30s", rate{10, 30'000}},
+      {"5/m", rate{5, 60'000}},
+      {"0", rate{}},
+      {"", rate{}},
+      {"30", std::nullopt},
+      {"30/1y", std::nullopt},
+      {"-1/1m", std::nullopt},
+      {"x/1m", std::nullopt},
+      {"30/0m", std::nullopt},
   };
   for (const auto& r : rows) {
     SCOPED_TRACE(r.text);
@@ -118,7 +125,8 @@ TEST(EmbeddedStore, AllKeysMustAllowAndRefusalConsumesNothing) {
   EXPECT_FALSE(third.result.allowed);
   EXPECT_EQ(third.refused_index, 1u);
   // "a" was not consumed by the refused check: 8 more fit.
-  for (int i = 0; i < 8; ++i) EXPECT_TRUE(run(store->check_rates({{"a", ten, 1}}, now)).result.allowed);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_TRUE(run(store->check_rates({{"a", ten, 1}}, now)).result.allowed);
   EXPECT_FALSE(run(store->check_rates({{"a", ten, 1}}, now)).result.allowed);
 }
 
@@ -127,7 +135,8 @@ TEST(EmbeddedStore, CountEventConsumesEvenWhenOver) {
   const rate three{3, 60'000};
   const millis now = 1'000'000;
   int refused = 0;
-  for (int i = 0; i < 6; ++i) refused += !run(store->count_event({"u", three, 1}, now)).result.allowed;
+  for (int i = 0; i < 6; ++i)
+    refused += !run(store->count_event({"u", three, 1}, now)).result.allowed;
   EXPECT_EQ(refused, 3);
 }
 

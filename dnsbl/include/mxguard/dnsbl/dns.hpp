@@ -49,12 +49,12 @@ std::optional<dns_result> parse_response(const std::uint8_t* data, std::size_t s
 struct resolver_settings {
   std::vector<boost::asio::ip::udp::endpoint> servers;
   std::chrono::milliseconds try_timeout{1000};  // one UDP (or TCP) exchange
-  unsigned attempts = 2;                          // tries, rotating over servers
+  unsigned attempts = 2;                        // tries, rotating over servers
 };
 
 // Reads "nameserver" lines of /etc/resolv.conf (port 53).
-std::vector<boost::asio::ip::udp::endpoint> system_resolvers(const std::string& path =
-                                                                 "/etc/resolv.conf");
+std::vector<boost::asio::ip::udp::endpoint> system_resolvers(
+    const std::string& path = "/etc/resolv.conf");
 
 class dns_client {
  public:

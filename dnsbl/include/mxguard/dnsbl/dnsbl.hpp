@@ -43,7 +43,7 @@ struct octet_set {
 };
 
 struct site {
-  std::string domain;  // the list's zone, lower case, no trailing dot
+  std::string domain;                              // the list's zone, lower case, no trailing dot
   std::vector<std::array<octet_set, 4>> patterns;  // empty: any valid code
   int weight = 1;
   std::string spec;  // as written, for logs
