@@ -56,6 +56,7 @@ struct server_settings {
   duration data_timeout{};
   duration session_timeout{};
   duration error_delay{};
+  duration greet_pause{};
   std::string banner;
   bool add_received_header = true;
   std::vector<std::string> proxy_protocol_from;

@@ -79,6 +79,10 @@ const setting_spec table[] = {
      "Time for the whole DATA phase, from 354 to the final dot.", MXG_FIELD(server, data_timeout)},
     {"server", "session_timeout", value_kind::duration, R"("30m")", second, day,
      "Time for a whole session, from accept to close.", MXG_FIELD(server, session_timeout)},
+    {"server", "greet_pause", value_kind::duration, R"("0s")", 0, minute,
+     "Early-talker test: send a `220-` teaser and wait this long; a client that talks before "
+     "the greeting is refused (postscreen uses 6s). 0 = off.",
+     MXG_FIELD(server, greet_pause)},
     {"server", "banner", value_kind::string, R"("ESMTP mxguard")", 0, 0,
      "Text after the hostname in the 220 greeting.", MXG_FIELD(server, banner)},
     {"server", "add_received_header", value_kind::boolean, "true", 0, 0,

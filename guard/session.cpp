@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -95,6 +96,7 @@ class session : public std::enable_shared_from_this<session> {
   // temporaries callers build their replies in.
   asio::awaitable<void> close_with(std::string text);
   asio::awaitable<void> refused_dialogue(std::string greeting);
+  asio::awaitable<bool> talked_early();
 
   // --- protocol ----------------------------------------------------------
   asio::awaitable<void> dispatch(const line_buffer::line& line);
@@ -218,6 +220,24 @@ void session::log_reject(std::string_view stage_name, std::string_view rule, std
   e.emit();
 }
 
+// The early-talker test (postscreen's pregreet): a `220-` teaser line, then
+// silence for server.greet_pause. An SMTP client must wait for the final
+// `220 ` line; spam engines that fire their commands blind talk into the
+// pause. True when the client sent bytes before the greeting.
+asio::awaitable<bool> session::talked_early() {
+  using namespace asio::experimental::awaitable_operators;
+  reply(fmt::format("220-{} {}", limits_.hostname, limits_.banner));
+  if (!co_await flush()) co_return false;
+  asio::steady_timer pause(stream_.socket().get_executor(), limits_.greet_pause);
+  auto first = co_await (stream_.wait_readable() || pause.async_wait(use_tuple));
+  if (first.index() != 0 || std::get<0>(first)) co_return false;
+  // Readable: bytes, or just the client hanging up (not a protocol error).
+  char probe;
+  error_code ec;
+  auto n = stream_.socket().receive(asio::buffer(&probe, 1), asio::socket_base::message_peek, ec);
+  co_return !ec && n > 0;
+}
+
 // RFC 5321 §3.1: a server that greets with 554 must not close at once but
 // wait for QUIT, answering 503 to anything else. Kept short and cheap: a few
 // commands within goodbye_time, then the connection is closed anyway.
@@ -279,6 +299,15 @@ asio::awaitable<void> session::run() {
         co_await close_with(v.reply);  // 421: closing is what it says
       refused_at_connect = true;
     }
+  }
+
+  if (!refused_at_connect && limits_.greet_pause.count() > 0 && !facts_.allowlisted &&
+      !facts_.trusted && co_await talked_early()) {
+    const std::string text = "554 5.5.1 Error: you talked before the greeting";
+    ++refused_;
+    log_reject("connect", "pregreet", text);
+    co_await refused_dialogue(text);
+    refused_at_connect = true;
   }
 
   if (!refused_at_connect) {

@@ -290,3 +290,39 @@ TEST(Listen, Ipv4AndIpv6AddressesWithPerPrefixCounting) {
 
 }  // namespace
 }  // namespace mxguard::test
+
+namespace mxguard::test {
+namespace {
+
+TEST(EarlyTalker, ClientTalkingIntoTheGreetPauseIsRefused) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  std::string cfg = base_config(quoted(sink.address()), "greet_pause = \"500ms\"\n");
+  guard mx(dir, cfg);
+  {
+    // A spam engine firing blind: EHLO before the greeting is complete.
+    smtp_client early;
+    ASSERT_TRUE(early.connect(mx.port()));
+    early.send("EHLO blind.example\r\n");
+    auto r = early.read_reply();
+    EXPECT_EQ(r.code, 554) << r.text;
+    EXPECT_NE(r.text.find("220-mx.example.org"), std::string::npos);  // the teaser came first
+    EXPECT_NE(r.text.find("talked before the greeting"), std::string::npos);
+    EXPECT_EQ(early.read_reply().code, 503);  // its EHLO, answered after the 554
+    EXPECT_EQ(early.command("QUIT").code, 221);
+  }
+  // A patient client waits for the final 220 and gets served.
+  smtp_client patient;
+  ASSERT_TRUE(patient.connect(mx.port()));
+  auto start = std::chrono::steady_clock::now();
+  auto banner = patient.read_reply();
+  EXPECT_EQ(banner.code, 220);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 400ms);
+  ASSERT_EQ(patient.start_transaction("a@remote.example", "user@example.org").code, 250);
+  EXPECT_EQ(patient.send_message(make_message("patient", "x\r\n")).code, 250);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_NE(mx.log().find("rule=pregreet"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mxguard::test
