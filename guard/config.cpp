@@ -334,6 +334,7 @@ void compile_limits(config& cfg, NodeFor&& node_for) {
   rate_of(l.null_sender_per_ip, "null_sender_per_ip", c.null_sender_per_ip);
   rate_of(l.messages_per_sender, "messages_per_sender", c.messages_per_sender);
   rate_of(l.refused_recipients_per_ip, "refused_recipients_per_ip", c.refused_recipients_per_ip);
+  c.concurrent_per_ip = l.concurrent_per_ip;
 
   const auto& r = cfg.values.redis;
   if (r.failure != "local" && r.failure != "open" && r.failure != "tempfail")

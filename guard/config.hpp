@@ -135,6 +135,8 @@ struct limits_settings {
   std::string null_sender_per_ip;
   std::string messages_per_sender;
   std::string refused_recipients_per_ip;
+  std::int64_t concurrent_per_ip = 0;
+  duration lease_ttl{};
   std::int64_t ipv4_prefix = 0;
   std::int64_t ipv6_prefix = 0;
   std::int64_t max_keys = 0;
@@ -208,8 +210,9 @@ struct config {
   struct compiled_limits {
     ratelimit::rate connections_per_ip, messages_per_ip, recipients_per_ip, null_sender_per_ip,
         messages_per_sender, refused_recipients_per_ip;
+    std::int64_t concurrent_per_ip = 0;
     bool any() const {
-      return connections_per_ip.enabled() || messages_per_ip.enabled() ||
+      return concurrent_per_ip > 0 || connections_per_ip.enabled() || messages_per_ip.enabled() ||
              recipients_per_ip.enabled() || null_sender_per_ip.enabled() ||
              messages_per_sender.enabled() || refused_recipients_per_ip.enabled();
     }

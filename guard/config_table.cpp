@@ -227,6 +227,13 @@ const setting_spec table[] = {
     {"limits", "refused_recipients_per_ip", value_kind::string, R"("0")", 0, 0,
      "Refused (unknown) recipients per client, a directory-harvest signal; past it `421 4.7.0`.",
      MXG_FIELD(limits, refused_recipients_per_ip)},
+    {"limits", "concurrent_per_ip", value_kind::integer, "0", 0, 1000000,
+     "Concurrent sessions per client across every gateway sharing the store (leases that "
+     "expire with a crashed instance); past it `421 4.7.0`. 0 = off.",
+     MXG_FIELD(limits, concurrent_per_ip)},
+    {"limits", "lease_ttl", value_kind::duration, R"("2m")", second, hour,
+     "How long the leases of an instance that stopped (crashed) keep counting.",
+     MXG_FIELD(limits, lease_ttl)},
     {"limits", "ipv4_prefix", value_kind::integer, "32", 8, 32,
      "Prefix an IPv4 client is counted under.", MXG_FIELD(limits, ipv4_prefix)},
     {"limits", "ipv6_prefix", value_kind::integer, "64", 32, 128,

@@ -1,5 +1,7 @@
 #include "limit_check.hpp"
 
+#include <random>
+
 #include <fmt/format.h>
 
 #include "mxguard/ops/log.hpp"
@@ -127,6 +129,35 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
                                 "in {} seconds",
                                 input.recipient ? input.recipient->text() : std::string(),
                                 seconds_up(answer.outcome.wait)));
+}
+
+const std::string& instance_id() {
+  static const std::string id = [] {
+    std::random_device rd;
+    return fmt::format("{:08x}{:08x}", rd(), rd());
+  }();
+  return id;
+}
+
+boost::asio::awaitable<verdict> limit_check::acquire_lease(const session_facts& session,
+                                                           bool& granted) {
+  granted = false;
+  const auto limit = cfg_->limits.concurrent_per_ip;
+  if (limit <= 0 || session.trusted || session.allowlisted) co_return verdict::pass();
+  auto answer = co_await store_->acquire_lease("l:" + client_key(session), instance_id(), limit,
+                                               cfg_->values.limits.lease_ttl.count());
+  if (answer.failed) co_return store_unavailable();
+  if (!answer.allowed)
+    co_return refusal(action::drop, "limits:concurrent_per_ip",
+                      "421 4.7.0 Error: too many concurrent sessions from your address, try again "
+                      "later");
+  granted = true;
+  co_return verdict::pass();
+}
+
+boost::asio::awaitable<void> limit_check::release_lease(const session_facts& session) {
+  co_await store_->release_lease("l:" + client_key(session), instance_id(),
+                                 cfg_->values.limits.lease_ttl.count());
 }
 
 boost::asio::awaitable<verdict> limit_check::count_refused_recipient(const session_facts& session) {

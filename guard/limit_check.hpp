@@ -14,6 +14,9 @@
 
 namespace mxguard::guard {
 
+// This process's name in shared state (leases): random, new at every start.
+const std::string& instance_id();
+
 class limit_check final : public stage_check {
  public:
   limit_check(std::shared_ptr<ratelimit::state_store> store, std::shared_ptr<const config> cfg)
@@ -25,6 +28,11 @@ class limit_check final : public stage_check {
   // Counts a refused recipient; a verdict (421, close) once the client has
   // refused more than limits.refused_recipients_per_ip.
   boost::asio::awaitable<verdict> count_refused_recipient(const session_facts& session);
+
+  // limits.concurrent_per_ip: a lease for this session (true), or a 421
+  // verdict. `release_lease` must follow every lease that was granted.
+  boost::asio::awaitable<verdict> acquire_lease(const session_facts& session, bool& granted);
+  boost::asio::awaitable<void> release_lease(const session_facts& session);
 
  private:
   std::string client_key(const session_facts& session) const;

@@ -6,10 +6,14 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "config.hpp"
 #include "mxguard/ops/log.hpp"
@@ -214,6 +218,20 @@ int main(int argc, char** argv) {
       };
   signals.async_wait(on_signal);
   start_health_checks(control, *state.current());
+  // Leases of this instance count while it is alive: say so every lease_ttl/3.
+  boost::asio::co_spawn(
+      control,
+      [&state]() -> boost::asio::awaitable<void> {
+        boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+        for (;;) {
+          const auto ttl = state.current()->cfg->values.limits.lease_ttl;
+          co_await state.store->heartbeat(instance_id(), ttl.count());
+          timer.expires_after(ttl / 3);
+          auto [ec] = co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+          if (ec) co_return;
+        }
+      },
+      [](std::exception_ptr) {});
   control.run();
   srv.stop();
   return 0;

@@ -141,7 +141,9 @@ class session : public std::enable_shared_from_this<session> {
   std::int64_t reserved_bytes_ = 0;  // our share of daemon_state::buffered_bytes
   std::string client_text_;
   bool allowlisted_;
-  std::optional<verdict> preset_refusal_;        // decided at admission (access REJECT)
+  std::optional<verdict> preset_refusal_;
+  bool lease_held_ =
+      false;  // limits.concurrent_per_ip        // decided at admission (access REJECT)
   std::optional<verdict> pending_refusal_;       // decided at connect, enforced at RCPT
   std::optional<verdict> pending_mail_refusal_;  // decided at MAIL, for this transaction
 
@@ -301,6 +303,16 @@ asio::awaitable<void> session::run() {
     }
   }
 
+  if (!refused_at_connect && snapshot_->limits) {
+    auto v = co_await snapshot_->limits->acquire_lease(facts_, lease_held_);
+    if (is_refusal(v)) {
+      ++refused_;
+      log_reject("connect", v.rule, v.reply);
+      co_await close_with(v.reply);
+      refused_at_connect = true;
+    }
+  }
+
   if (!refused_at_connect && limits_.greet_pause.count() > 0 && !facts_.allowlisted &&
       !facts_.trusted && co_await talked_early()) {
     const std::string text = "554 5.5.1 Error: you talked before the greeting";
@@ -338,6 +350,7 @@ asio::awaitable<void> session::run() {
 
   if (relay_.connected()) co_await relay_.quit();
   reset_transaction();
+  if (lease_held_) co_await snapshot_->limits->release_lease(facts_);
   finished_ = true;
   watchdog_.cancel();
   stream_.close();

@@ -76,7 +76,31 @@ class embedded_store final : public state_store {
     co_return answer;
   }
 
+  // In one process every session is ours: a plain count per key.
+  boost::asio::awaitable<lease_answer> acquire_lease(std::string key, std::string,
+                                                     std::int64_t limit, millis) override {
+    std::lock_guard lock(leases_mutex_);
+    auto& count = leases_[key];
+    lease_answer answer;
+    answer.allowed = count < limit;
+    if (answer.allowed)
+      ++count;
+    else if (count == 0)
+      leases_.erase(key);
+    co_return answer;
+  }
+  boost::asio::awaitable<void> release_lease(std::string key, std::string, millis) override {
+    std::lock_guard lock(leases_mutex_);
+    auto it = leases_.find(key);
+    if (it != leases_.end() && --it->second <= 0) leases_.erase(it);
+    co_return;
+  }
+  boost::asio::awaitable<void> heartbeat(std::string, millis) override { co_return; }
+
  private:
+  std::mutex leases_mutex_;
+  std::unordered_map<std::string, std::int64_t> leases_;
+
   struct shard {
     std::mutex mutex;
     std::unordered_map<std::string, entry> entries;

@@ -97,6 +97,37 @@ redis.call('PEXPIRE', KEYS[2], lifetime)
 return {3, 0}
 )lua";
 
+// Concurrency lease, acquire.
+// KEYS[1]: the client's hash, field = instance id, value = its sessions.
+// ARGV: instance id, limit, ttl (ms), key prefix. Instances whose heartbeat
+// key (PREFIX .. "inst:" .. id) has expired are dropped from the count first.
+// (The heartbeat keys are not in KEYS: fine on one Redis or Sentinel, not on
+// Cluster.) Returns 1 when a lease was taken, 0 when the client is at its limit.
+constexpr const char* lease_script = R"lua(
+local instance, limit, ttl, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local fields = redis.call('HGETALL', KEYS[1])
+local total = 0
+for i = 1, #fields, 2 do
+  local who, n = fields[i], tonumber(fields[i + 1])
+  if who ~= instance and redis.call('EXISTS', prefix .. 'inst:' .. who) == 0 then
+    redis.call('HDEL', KEYS[1], who)
+  else
+    total = total + n
+  end
+end
+if total >= limit then return 0 end
+redis.call('HINCRBY', KEYS[1], instance, 1)
+redis.call('PEXPIRE', KEYS[1], ttl * 10)
+return 1
+)lua";
+
+// Concurrency lease, release. KEYS[1]: the client's hash; ARGV: instance id.
+constexpr const char* release_script = R"lua(
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return n
+)lua";
+
 std::string sha1_hex(std::string_view text) {
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
@@ -266,7 +297,48 @@ class redis_store final : public state_store {
       : settings_(std::move(s)),
         fallback_(std::move(fallback)),
         rates_sha_(sha1_hex(rates_script)),
-        greylist_sha_(sha1_hex(greylist_script)) {}
+        greylist_sha_(sha1_hex(greylist_script)),
+        lease_sha_(sha1_hex(lease_script)),
+        release_sha_(sha1_hex(release_script)) {}
+
+  asio::awaitable<lease_answer> acquire_lease(std::string key, std::string instance,
+                                              std::int64_t limit, millis ttl) override {
+    std::vector<std::string> args{"EVALSHA",
+                                  lease_sha_,
+                                  "1",
+                                  settings_.prefix + key,
+                                  instance,
+                                  std::to_string(limit),
+                                  std::to_string(ttl),
+                                  settings_.prefix};
+    auto reply = co_await script(std::move(args), lease_script);
+    if (!reply) {
+      if (settings_.failure == redis_settings::on_failure::local) {
+        co_return co_await fallback_->acquire_lease(std::move(key), std::move(instance), limit,
+                                                    ttl);
+      }
+      lease_answer failed;
+      failed.failed = settings_.failure == redis_settings::on_failure::tempfail;
+      co_return failed;
+    }
+    lease_answer answer;
+    answer.allowed = reply->integer == 1;
+    co_return answer;
+  }
+
+  asio::awaitable<void> release_lease(std::string key, std::string instance, millis ttl) override {
+    std::vector<std::string> args{"EVALSHA", release_sha_, "1", settings_.prefix + key, instance};
+    auto reply = co_await script(std::move(args), release_script);
+    // A lease taken from the local fallback while Redis was away, or one
+    // Redis lost: the local count is given back; Redis heals by the TTL.
+    if (!reply) co_await fallback_->release_lease(std::move(key), std::move(instance), ttl);
+  }
+
+  asio::awaitable<void> heartbeat(std::string instance, millis ttl) override {
+    std::vector<std::string> args{"SET", settings_.prefix + "inst:" + instance, "1", "PX",
+                                  std::to_string(ttl)};
+    co_await call(std::move(args));
+  }
 
   std::string_view name() const override { return "redis"; }
 
@@ -483,7 +555,7 @@ class redis_store final : public state_store {
 
   redis_settings settings_;
   std::shared_ptr<state_store> fallback_;
-  std::string rates_sha_, greylist_sha_;
+  std::string rates_sha_, greylist_sha_, lease_sha_, release_sha_;
   std::atomic<bool> down_{false};
 };
 

@@ -134,3 +134,49 @@ TEST(RedisAuth, RequirePassWithPasswordInUrl) {
 
 }  // namespace
 }  // namespace mxguard::test
+
+namespace mxguard::test {
+namespace {
+
+TEST(RedisPair, ConcurrencyLeasesOfAKilledInstanceExpire) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  auto cfg = shared_config(sink, redis.url(), "concurrent_per_ip = 2\nlease_ttl = \"1s\"\n");
+  guard a(dir, cfg, "a");
+  guard b(dir, cfg, "b");
+  smtp_client on_a, on_b;
+  ASSERT_TRUE(on_a.connect(a.port()));
+  ASSERT_EQ(on_a.read_reply().code, 220);
+  ASSERT_TRUE(on_b.connect(b.port()));
+  ASSERT_EQ(on_b.read_reply().code, 220);
+  // Two sessions pair-wide: a third, on either gateway, is one too many.
+  smtp_client third;
+  ASSERT_TRUE(third.connect(a.port()));
+  auto refused = third.read_reply();
+  EXPECT_EQ(refused.code, 421) << refused.text;
+  EXPECT_NE(refused.text.find("concurrent"), std::string::npos);
+  // B dies with its session "open": its lease must not lock the client out.
+  b.process().signal(SIGKILL);
+  b.process().wait_exit(5s);
+  bool admitted = false;
+  for (int i = 0; i < 40 && !admitted; ++i) {
+    std::this_thread::sleep_for(100ms);
+    smtp_client again;
+    ASSERT_TRUE(again.connect(a.port()));
+    admitted = again.read_reply().code == 220;
+  }
+  EXPECT_TRUE(admitted);
+  // A session that ends gives its lease back at once.
+  on_a.command("QUIT");
+  on_a.close();
+  std::this_thread::sleep_for(200ms);
+  smtp_client one, two;
+  ASSERT_TRUE(one.connect(a.port()));
+  EXPECT_EQ(one.read_reply().code, 220);
+  ASSERT_TRUE(two.connect(a.port()));
+  EXPECT_EQ(two.read_reply().code, 220);
+}
+
+}  // namespace
+}  // namespace mxguard::test

@@ -111,6 +111,21 @@ class state_store {
   virtual boost::asio::awaitable<grey_answer> greylist(std::string triplet_key,
                                                        std::string client_key,
                                                        greylist_policy policy, millis now) = 0;
+
+  // Concurrent sessions of one client across every instance sharing the
+  // store. Crash-safe: counts are kept per instance, and an instance that
+  // stops sending heartbeats (killed) stops counting once `ttl` passes, so
+  // no client stays locked out by a counter that leaked.
+  struct lease_answer {
+    bool allowed = true;
+    bool failed = false;
+  };
+  virtual boost::asio::awaitable<lease_answer> acquire_lease(std::string key, std::string instance,
+                                                             std::int64_t limit, millis ttl) = 0;
+  virtual boost::asio::awaitable<void> release_lease(std::string key, std::string instance,
+                                                     millis ttl) = 0;
+  // Says this instance is alive for `ttl`; call every ttl/3.
+  virtual boost::asio::awaitable<void> heartbeat(std::string instance, millis ttl) = 0;
 };
 
 // The embedded store: sharded maps in this process, each entry with an
