@@ -473,6 +473,8 @@ class redis_store final : public state_store {
     std::chrono::steady_clock::time_point retry_at{};
     std::chrono::milliseconds backoff{100};
     bool authenticated = false;
+    bool connecting = false;
+    std::vector<std::shared_ptr<asio::steady_timer>> waiting;
   };
 
   thread_state& thread_connection(const asio::any_io_executor& executor) {
@@ -514,7 +516,25 @@ class redis_store final : public state_store {
 
   asio::awaitable<bool> ensure_connected(thread_state& st, asio::any_io_executor executor) {
     if (st.conn->connected() && st.authenticated) co_return true;
+    if (st.connecting) {
+      // Another session of this thread is connecting: wait for its outcome
+      // rather than start a second connect that would tear the first down.
+      auto timer = std::make_shared<asio::steady_timer>(executor, settings_.timeout);
+      st.waiting.push_back(timer);
+      co_await timer->async_wait(use_tuple);
+      co_return st.conn->connected() && st.authenticated;
+    }
     if (std::chrono::steady_clock::now() < st.retry_at) co_return false;  // circuit open
+    st.connecting = true;
+    bool ok = co_await connect(st, executor);
+    st.connecting = false;
+    for (auto& t : st.waiting) t->cancel();
+    st.waiting.clear();
+    co_return ok;
+  }
+
+  asio::awaitable<bool> connect(thread_state& st, asio::any_io_executor executor) {
+    st.authenticated = false;
     if (!st.conn->start(settings_)) {
       mark_down(st, "connect failed");
       co_return false;
@@ -530,7 +550,6 @@ class redis_store final : public state_store {
     }
     if (settings_.database != 0) setup.push_back({"SELECT", std::to_string(settings_.database)});
     setup.push_back({"PING"});
-    st.authenticated = true;  // let call() through for the setup commands
     for (const auto& cmd : setup) {
       auto w = std::make_shared<std::pair<asio::steady_timer, std::optional<redis_value>>>(
           asio::steady_timer(executor), std::nullopt);
@@ -544,10 +563,13 @@ class redis_store final : public state_store {
       }
       co_await w->first.async_wait(use_tuple);
       if (!w->second || !w->second->ok()) {
-        mark_down(st, w->second ? "setup refused: " + w->second->text : "connect timeout");
+        mark_down(st, !w->second             ? "connect timeout"
+                      : w->second->type == 0 ? "connection refused or closed"
+                                             : "setup refused: " + w->second->text);
         co_return false;
       }
     }
+    st.authenticated = true;
     st.backoff = std::chrono::milliseconds(100);
     if (down_.exchange(false)) ops::event("REDIS").add("state", "up").emit();
     co_return true;
