@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -10,15 +11,16 @@
 #include <toml++/toml.h>
 
 #include "smtp_syntax.hpp"
+#include "text.hpp"
 
 namespace mxguard::guard {
 
 namespace {
 
 // Sections this version knows; [[route]] is handled apart from the table.
-const std::set<std::string_view> known_sections{"server",       "tls",    "relay",    "access",
-                                                "header_rules", "log",    "dnsbl",    "bounce",
-                                                "batv",         "limits", "greylist", "redis"};
+const std::set<std::string_view> known_sections{
+    "server", "tls",  "relay",  "access",   "header_rules", "log",  "dnsbl",
+    "bounce", "batv", "limits", "greylist", "redis",        "scan", "score"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);
@@ -43,6 +45,8 @@ std::string kind_name(value_kind k) {
       return "a string";
     case value_kind::string_list:
       return "a list of strings";
+    case value_kind::number:
+      return "a number";
   }
   return "?";
 }
@@ -102,6 +106,18 @@ setting_value convert(const setting_spec& spec, const toml::node& node, const st
       if (!v) return wrong_type();
       return *v;
     }
+    case value_kind::number: {
+      // Integers are numbers too: `kill_level = 10` must not be an error.
+      std::optional<double> v = node.value_exact<double>();
+      if (!v) {
+        if (auto i = node.value_exact<std::int64_t>()) v = static_cast<double>(*i);
+      }
+      if (!v || !std::isfinite(*v)) return wrong_type();
+      if (*v < static_cast<double>(spec.min) || *v > static_cast<double>(spec.max))
+        fail(file, node, full_key,
+             fmt::format("{} is out of range [{}, {}]", *v, spec.min, spec.max));
+      return *v;
+    }
     case value_kind::string_list: {
       auto* arr = node.as_array();
       if (!arr) return wrong_type();
@@ -142,6 +158,8 @@ std::string value_text(const setting_value& v) {
           return "\"" + format_duration(x) + "\"";
         else if constexpr (std::is_same_v<T, bool>)
           return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, double>)
+          return fmt::format("{}", x);
         else if constexpr (std::is_same_v<T, std::string>) {
           std::ostringstream out;
           out << toml::value<std::string>(x);
@@ -157,6 +175,67 @@ std::string value_text(const setting_value& v) {
         }
       },
       v);
+}
+
+template <typename NodeFor>
+void compile_content(config& cfg, NodeFor&& node_for) {
+  const auto& file = cfg.source;
+  const auto& sc = cfg.values.scan;
+  auto action_of = [&](std::string_view key, const std::string& text,
+                       std::initializer_list<scan::disposition> allowed, std::string_view shown) {
+    auto d = scan::parse_disposition(text);
+    if (!d || std::find(allowed.begin(), allowed.end(), *d) == allowed.end())
+      fail(file, node_for("scan", key), fmt::format("scan.{}", key),
+           fmt::format("'{}' is not one of {}", text, shown));
+    return *d;
+  };
+  using scan::disposition;
+  auto& c = cfg.content;
+  c.on_virus = action_of(
+      "virus_action", sc.virus_action,
+      {disposition::reject, disposition::discard, disposition::pass, disposition::tempfail},
+      "reject, discard, pass, tempfail");
+  c.on_error = action_of("error_action", sc.error_action,
+                         {disposition::reject, disposition::tempfail, disposition::pass},
+                         "tempfail, reject, pass");
+  c.on_encrypted = action_of("encrypted_action", sc.encrypted_action,
+                             {disposition::reject, disposition::tempfail, disposition::pass},
+                             "pass, reject, tempfail");
+  c.on_over_limit = action_of("limits_action", sc.limits_action,
+                              {disposition::reject, disposition::tempfail, disposition::pass},
+                              "pass, reject, tempfail");
+  c.on_overload = action_of("overload_action", sc.overload_action,
+                            {disposition::tempfail, disposition::pass}, "tempfail, pass");
+  c.scanning = !sc.signatures.empty();
+  if (c.scanning) {
+    scan::signature_source src;
+    src.directory = sc.signatures;
+    src.limits.max_file_size = static_cast<std::uint64_t>(sc.max_file_size);
+    src.limits.max_scan_size = static_cast<std::uint64_t>(sc.max_scan_size);
+    src.limits.max_recursion = static_cast<std::uint32_t>(sc.max_recursion);
+    src.limits.max_files = static_cast<std::uint32_t>(sc.max_files);
+    src.limits.max_scan_time = sc.max_scan_time;
+    src.limits.temp_dir = sc.temp_dir;
+    src.check_interval = sc.reload_check_interval;
+    cfg.signatures = std::move(src);
+  }
+  cfg.scan_pool.workers = static_cast<unsigned>(sc.workers);
+  cfg.scan_pool.queue_size = static_cast<std::size_t>(sc.queue_size);
+  cfg.scan_pool.timeout = sc.timeout;
+  cfg.scan_pool.temp_file_above = static_cast<std::uint64_t>(sc.temp_file_above);
+  cfg.scan_pool.temp_dir = sc.temp_dir;
+
+  const auto& sv = cfg.values.score;
+  c.scoring = sv.enabled;
+  c.tag_level = sv.tag_level;
+  c.tag2_level = sv.tag2_level;
+  c.kill_level = sv.kill_level;
+  c.subject_tag = sv.subject_tag;
+  if (!printable_ascii(sv.subject_tag))
+    fail(file, node_for("score", "subject_tag"), "score.subject_tag", "must be printable ASCII");
+  if (sv.enabled && !(sv.tag_level <= sv.tag2_level && sv.tag2_level <= sv.kill_level))
+    fail(file, node_for("score", "tag2_level"), "score",
+         "levels must satisfy tag_level <= tag2_level <= kill_level");
 }
 
 template <typename NodeFor>
@@ -424,6 +503,17 @@ void compile(config& cfg, const toml::table& root) {
            error);
     cfg.header_rules.add(std::move(*rule));
   }
+
+  for (std::size_t i = 0; i < s.header_rules.body_rules.size(); ++i) {
+    std::string error;
+    auto rule = header_rule_set::parse_line(s.header_rules.body_rules[i], error);
+    if (!rule)
+      fail(file, node_for("header_rules", "body_rules"),
+           fmt::format("header_rules.body_rules[{}]", i), error);
+    cfg.body_rules.add(std::move(*rule));
+  }
+
+  compile_content(cfg, node_for);
 
   for (const auto& d : s.relay.domains) {
     std::string_view bare = d;
@@ -707,6 +797,9 @@ std::string settings_reference_markdown() {
         break;
       case value_kind::string_list:
         type = "list";
+        break;
+      case value_kind::number:
+        type = "number";
         break;
     }
     out += fmt::format("| `{}.{}` | {} | `{}` | {} |\n", spec.section, spec.name, type,

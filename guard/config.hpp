@@ -31,6 +31,8 @@
 #include "mxguard/net.hpp"
 #include "mxguard/ratelimit/ratelimit.hpp"
 #include "mxguard/ratelimit/redis_store.hpp"
+#include "mxguard/scan/content.hpp"
+#include "mxguard/scan/scanner.hpp"
 #include "routes.hpp"
 #include "smtp_syntax.hpp"
 
@@ -87,6 +89,27 @@ struct access_settings {
 struct header_rule_settings {
   std::vector<std::string> rules;
   std::int64_t max_header_size = 0;
+  std::vector<std::string> body_rules;
+  std::int64_t body_size_limit = 0;
+};
+
+struct scan_settings {
+  std::string signatures;
+  std::int64_t workers = 0;
+  std::int64_t queue_size = 0;
+  duration timeout{0};
+  std::string virus_action, error_action, encrypted_action, limits_action, overload_action;
+  std::int64_t max_file_size = 0, max_scan_size = 0, max_recursion = 0, max_files = 0;
+  duration max_scan_time{0};
+  std::int64_t temp_file_above = 0;
+  std::string temp_dir;
+  duration reload_check_interval{0};
+};
+
+struct score_settings {
+  bool enabled = false;
+  double tag_level = 0, tag2_level = 0, kill_level = 0;
+  std::string subject_tag;
 };
 
 struct log_settings {
@@ -176,6 +199,8 @@ struct settings {
   limits_settings limits;
   greylist_settings greylist;
   redis_config redis;
+  scan_settings scan;
+  score_settings score;
 };
 
 // The frozen, validated configuration: settings plus what was compiled from
@@ -185,6 +210,7 @@ struct config {
   settings values;
   access_list access;
   header_rule_set header_rules;
+  header_rule_set body_rules;
   route_table routes;
   relay_domain_set relay_domains;
   std::vector<ip_prefix> trusted_networks;
@@ -222,6 +248,11 @@ struct config {
   std::vector<ip_prefix> greylist_allowlist_networks;
   relay_domain_set greylist_allowlist_senders;
 
+  // [scan], [score] compiled. `signatures` is set when scanning is on.
+  scan::content_policy content;
+  std::optional<scan::signature_source> signatures;
+  scan::pool_settings scan_pool;
+
   bool is_double_bounce_address(const mailbox& rcpt) const;
   // nullptr when the domain has no list (the next hop decides).
   const std::set<std::string>* recipients_of(std::string_view domain) const;
@@ -245,9 +276,9 @@ std::string describe(const config& cfg);
 
 // --- the settings table ------------------------------------------------------
 
-enum class value_kind { integer, size, duration, boolean, string, string_list };
+enum class value_kind { integer, size, duration, boolean, string, string_list, number };
 using setting_value =
-    std::variant<std::int64_t, duration, bool, std::string, std::vector<std::string>>;
+    std::variant<std::int64_t, duration, bool, std::string, std::vector<std::string>, double>;
 
 struct setting_spec {
   std::string_view section;

@@ -1,4 +1,5 @@
-// The header rules as an end-of-DATA policy check.
+// The header and body rules as an end-of-DATA policy check. WARN rules
+// with a score pass it on in the verdict, for [score].
 #pragma once
 
 #include <memory>

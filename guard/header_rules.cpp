@@ -1,9 +1,12 @@
 #include "header_rules.hpp"
-#include "text.hpp"
 
 #include <cctype>
+#include <charconv>
+#include <cmath>
 
 #include <re2/re2.h>
+
+#include "text.hpp"
 
 namespace mxguard::guard {
 
@@ -79,6 +82,24 @@ std::optional<header_rule> header_rule_set::parse_line(std::string_view line, st
   header_rule rule;
   rule.what = *what;
   if (word_end != std::string_view::npos) rule.text = std::string(trim(rest.substr(word_end)));
+  // "WARN score=2.5 text": a WARN rule may add to the message score
+  // ([score] levels) instead of deciding alone.
+  if (rule.text.starts_with("score=")) {
+    if (rule.what != header_action::warn) {
+      error = "only WARN rules carry a score";
+      return std::nullopt;
+    }
+    std::string_view number(rule.text);
+    number.remove_prefix(6);
+    number = number.substr(0, number.find_first_of(" \t"));
+    const char* end = number.data() + number.size();
+    auto [ptr, ec] = std::from_chars(number.data(), end, rule.score);
+    if (ec != std::errc() || ptr != end || !std::isfinite(rule.score) || number.empty()) {
+      error = "bad score '" + std::string(number) + "' (a number such as 2.5 or -1)";
+      return std::nullopt;
+    }
+    rule.text = std::string(trim(std::string_view(rule.text).substr(6 + number.size())));
+  }
   if (!printable_ascii(rule.text)) {
     error = "rule text must be printable ASCII";
     return std::nullopt;
@@ -110,6 +131,7 @@ verdict header_rule_set::check(std::string_view message, std::size_t max_header_
       switch (rule.what) {
         case header_action::warn:
           if (warnings) warnings->push_back(name + (rule.text.empty() ? "" : " " + rule.text));
+          result.score += rule.score;
           break;
         case header_action::reject:
           result.what = action::reject;
@@ -126,6 +148,45 @@ verdict header_rule_set::check(std::string_view message, std::size_t max_header_
       break;  // the first matching rule decides for this header line
     }
   });
+  return result;
+}
+
+verdict header_rule_set::check_body(std::string_view message, std::size_t body_limit,
+                                    std::vector<std::string>* warnings) const {
+  verdict result;
+  if (rules_.empty()) return result;
+  std::size_t start = for_each_header(message, 1, [](std::string_view) {});
+  std::string_view body = message.substr(std::min(start, message.size()));
+  if (body.size() > body_limit) body = body.substr(0, body_limit);
+  // Each rule counts once per message, however many lines it matches, so a
+  // repeated word cannot run the score up.
+  std::vector<bool> matched(rules_.size(), false);
+  std::size_t pos = 0;
+  while (pos < body.size() && !result.decided()) {
+    auto eol = body.find("\r\n", pos);
+    if (eol == std::string_view::npos) eol = body.size();
+    std::string_view line = body.substr(pos, eol - pos);
+    pos = eol + 2;
+    for (std::size_t i = 0; i < rules_.size(); ++i) {
+      const auto& rule = rules_[i];
+      if (matched[i] || !RE2::PartialMatch(line, *rule.pattern)) continue;
+      matched[i] = true;
+      std::string name = "body_rules[" + std::to_string(i) + "]";
+      if (rule.what == header_action::warn) {
+        if (warnings) warnings->push_back(name + (rule.text.empty() ? "" : " " + rule.text));
+        result.score += rule.score;
+        continue;
+      }
+      result.what = rule.what == header_action::reject ? action::reject : action::discard;
+      result.rule = name;
+      result.reply =
+          rule.what == header_action::reject
+              ? "550 5.7.1 " +
+                    (rule.text.empty() ? std::string("Message content rejected") : rule.text)
+              : "250 2.0.0 Ok";
+      break;
+    }
+  }
   return result;
 }
 

@@ -32,6 +32,7 @@ struct header_rule {
   std::shared_ptr<const re2::RE2> pattern;
   header_action what = header_action::warn;
   std::string text;
+  double score = 0;    // WARN rules: added to the message score
   std::string source;  // the rule as written, for logs and --check-config
 };
 
@@ -54,6 +55,10 @@ class header_rule_set {
   // WARN matches are appended to `warnings` (rule text) and do not decide.
   verdict check(std::string_view message, std::size_t max_header_size,
                 std::vector<std::string>* warnings) const;
+  // The same rules over the body's lines (Postfix body_checks), the first
+  // `body_limit` bytes; WARN scores are summed into the verdict's score.
+  verdict check_body(std::string_view message, std::size_t body_limit,
+                     std::vector<std::string>* warnings) const;
 
  private:
   std::vector<header_rule> rules_;

@@ -30,6 +30,16 @@ int check_config(const std::string& file) {
     auto cfg = load_config(file);
     make_snapshot(cfg);  // loads TLS files too
     std::cout << describe(*cfg);
+    if (cfg->signatures) {
+      std::string error;
+      auto engine = scan::engine::load(cfg->signatures->directory, cfg->signatures->limits, error);
+      if (!engine) {
+        std::cerr << "mxguard: scan.signatures: " << error << "\n";
+        return 1;
+      }
+      std::cout << "# scan: " << engine->signatures() << " signatures loaded from "
+                << cfg->signatures->directory << " (" << engine->description() << ")\n";
+    }
     return 0;
   } catch (const config_error& e) {
     std::cerr << "mxguard: " << e.what() << "\n";
@@ -115,6 +125,15 @@ void reload(daemon_state& state, boost::asio::io_context& control, const std::st
                        "server.listen and server.workers change only on restart");
     if (old->cfg->values.redis != cfg->values.redis)
       ops::log_message(ops::severity::warning, "RELOAD", "[redis] changes only on restart");
+    if (cfg->signatures && state.scanner) {
+      if (!(old->cfg->scan_pool.workers == cfg->scan_pool.workers))
+        ops::log_message(ops::severity::warning, "RELOAD", "scan.workers changes only on restart");
+      state.scanner->watch(*cfg->signatures);
+      state.scanner->reload();  // SIGHUP also means "read the signatures again"
+    } else if (cfg->signatures) {
+      ops::log_message(ops::severity::warning, "RELOAD",
+                       "scanning was off at start: scan.signatures takes effect on restart");
+    }
     apply_log_format(cli_format, *cfg);
     state.install(std::move(snapshot));
     ops::event("RELOAD").add("config", file).add("result", "ok").emit();
@@ -177,6 +196,14 @@ int main(int argc, char** argv) {
     // (redis.url changes take effect on restart, like server.listen.)
     if (cfg->redis) state.store = ratelimit::make_redis_store(*cfg->redis, state.store);
     state.install(make_snapshot(cfg, nullptr, state.store));
+    if (cfg->signatures) {
+      // Like clamd, no mail is taken before the signatures are in.
+      state.scanner = std::make_shared<scan::scanner>(cfg->scan_pool);
+      std::string error;
+      if (!state.scanner->load_now(*cfg->signatures, error))
+        throw config_error("scan.signatures: " + error);
+      state.scanner->watch(*cfg->signatures);
+    }
   } catch (const std::exception& e) {
     std::cerr << "mxguard: " << e.what() << "\n";
     return 1;
@@ -233,6 +260,9 @@ int main(int argc, char** argv) {
       },
       [](std::exception_ptr) {});
   control.run();
+  // The pool first: sessions still waiting for a scan get their answer on
+  // I/O threads that are still there.
+  if (state.scanner) state.scanner->stop();
   srv.stop();
   return 0;
 }

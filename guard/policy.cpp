@@ -27,6 +27,9 @@ bool policy_chain::empty_for(stage s) const {
 }
 
 boost::asio::awaitable<verdict> policy_chain::run(stage s, const check_input& input) const {
+  // Undecided checks may still score (WARN rules): the pass verdict carries
+  // the sum, for the content verdict at end of DATA.
+  double score = 0;
   for (const auto& c : checks_) {
     if (!c->applies_to(s)) continue;
     verdict v = co_await c->evaluate(s, input);
@@ -34,8 +37,11 @@ boost::asio::awaitable<verdict> policy_chain::run(stage s, const check_input& in
       if (v.rule.empty()) v.rule = std::string(c->name());
       co_return v;
     }
+    score += v.score;
   }
-  co_return verdict::pass();
+  verdict pass;
+  pass.score = score;
+  co_return pass;
 }
 
 }  // namespace mxguard::guard

@@ -44,7 +44,8 @@ std::shared_ptr<const runtime_snapshot> make_snapshot(
     policy->add(snap->limits);
   }
   if (snap->dnsbl) policy->add(std::make_shared<dnsbl_check>(snap->dnsbl, cfg));
-  if (cfg->header_rules.size() > 0) policy->add(std::make_shared<header_rule_check>(cfg));
+  if (cfg->header_rules.size() > 0 || cfg->body_rules.size() > 0)
+    policy->add(std::make_shared<header_rule_check>(cfg));
   snap->policy = std::move(policy);
   snap->cfg = std::move(cfg);
   return snap;

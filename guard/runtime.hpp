@@ -15,6 +15,7 @@
 #include "config.hpp"
 #include "limit_check.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
+#include "mxguard/scan/scanner.hpp"
 #include "policy.hpp"
 
 namespace mxguard::guard {
@@ -53,6 +54,10 @@ class daemon_state {
 
   // Rate limits and greylisting state, for the life of the process.
   std::shared_ptr<ratelimit::state_store> store;
+
+  // The scan pool, when [scan] signatures was set at start (its engine is
+  // replaced on reload; the pool itself lives as long as the process).
+  std::shared_ptr<scan::scanner> scanner;
 
   // Message bytes held by all sessions (server.max_buffered_bytes).
   std::atomic<std::int64_t>& buffered_bytes() { return buffered_bytes_; }

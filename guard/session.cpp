@@ -1,6 +1,7 @@
 #include "session.hpp"
 
 #include <ctime>
+#include <functional>
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
@@ -10,6 +11,8 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "mxguard/ops/log.hpp"
+#include "mxguard/scan/content.hpp"
+#include "mxguard/scan/scanner.hpp"
 #include "relay_client.hpp"
 #include "smtp_framing.hpp"
 #include "smtp_stream.hpp"
@@ -109,6 +112,11 @@ class session : public std::enable_shared_from_this<session> {
   asio::awaitable<void> on_rset();
   asio::awaitable<void> receive_message(data_reader& reader, bool& budget_exceeded);
   asio::awaitable<void> deliver(data_reader& reader);
+  asio::awaitable<void> relay_message(
+      std::string prefix, std::shared_ptr<const std::string> message,
+      const scan::content_decision& decision,
+      std::function<void(std::string_view, std::string_view, std::string_view, std::string_view)>
+          log_transaction);
   asio::awaitable<void> abandon_relay_transaction();
   void reset_transaction();
   std::optional<verdict> bounce_rules(mailbox& rcpt);
@@ -890,24 +898,36 @@ asio::awaitable<void> session::on_data() {
 }
 
 asio::awaitable<void> session::deliver(data_reader& reader) {
-  auto log_transaction = [&](std::string_view word, std::string_view rule,
-                             std::string_view reply_text, std::string_view next_hop_reply) {
-    std::string rcpts;
-    for (const auto& r : envelope_.recipients) rcpts += (rcpts.empty() ? "" : ",") + r.text();
-    ops::event(word)
-        .add("stage", "end_of_data")
-        .add("rule", rule)
-        .add("client", client_text_)
-        .add("sid", facts_.id)
-        .add("helo", facts_.helo)
-        .add("from", envelope_.sender.text())
-        .add("to", rcpts)
-        .add("size", static_cast<std::int64_t>(reader.size()))
-        .add("reply", reply_text)
-        .add("next_hop", relay_.peer())
-        .add("next_hop_reply", next_hop_reply)
-        .emit();
-  };
+  // What the content stage found, for the transaction's log line.
+  std::optional<scan::result> scanned;
+  double score = 0;
+  // A named std::function, not a lambda temporary, crosses into
+  // relay_message: GCC 12 mishandles temporaries in co_await arguments.
+  std::function<void(std::string_view, std::string_view, std::string_view, std::string_view)>
+      log_transaction = [&](std::string_view word, std::string_view rule,
+                            std::string_view reply_text, std::string_view next_hop_reply) {
+        std::string rcpts;
+        for (const auto& r : envelope_.recipients) rcpts += (rcpts.empty() ? "" : ",") + r.text();
+        ops::event e(word);
+        e.add("stage", "end_of_data")
+            .add("rule", rule)
+            .add("client", client_text_)
+            .add("sid", facts_.id)
+            .add("helo", facts_.helo)
+            .add("from", envelope_.sender.text())
+            .add("to", rcpts)
+            .add("size", static_cast<std::int64_t>(reader.size()));
+        if (scanned) {
+          e.add("scan", scan::to_string(scanned->what));
+          if (!scanned->name.empty()) e.add("scan_name", scanned->name);
+          e.add("scan_ms", static_cast<double>(scanned->took.count()) / 1000.0);
+        }
+        if (snapshot_->cfg->content.scoring) e.add("score", score);
+        e.add("reply", reply_text)
+            .add("next_hop", relay_.peer())
+            .add("next_hop_reply", next_hop_reply)
+            .emit();
+      };
   if (reader.too_big()) {
     ++refused_;
     const char* text = "552 5.3.4 Error: message too large";
@@ -927,21 +947,63 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
     co_return;
   }
   auto v = co_await snapshot_->policy->run(stage::end_of_data, input(nullptr, reader.message()));
+  if (!v.decided()) {
+    // The content stage: scan, score, and the headers that say so.
+    score = facts_.dnsbl_score + v.score;
+    std::string prefix = limits_.add_received_header ? received_header() : std::string();
+    const auto& content = snapshot_->cfg->content;
+    auto message = std::make_shared<const std::string>(std::move(reader.message()));
+    std::string engine_text;
+    if (content.scanning && state_.scanner) {
+      // Scanned with our Received line on top: libclamav recognises a mail
+      // by its first header, whatever the client's message starts with.
+      scanned = co_await state_.scanner->scan(prefix, message);
+      if (auto e = state_.scanner->current()) engine_text = e->description();
+    }
+    auto decision = scan::decide(content, scanned ? &*scanned : nullptr, engine_text, score);
+    if (decision.decision.decided()) {
+      v = std::move(decision.decision);
+    } else {
+      co_return co_await relay_message(prefix, std::move(message), decision, log_transaction);
+    }
+  }
   if (v.what == action::discard) {
     ++messages_;
     log_transaction("DISCARD", v.rule, v.reply, "");
     reply(v.reply.empty() ? "250 2.0.0 Ok" : v.reply);
     co_return;
   }
-  if (v.what == action::reject || v.what == action::defer || v.what == action::drop) {
-    ++refused_;
-    log_transaction("REJECT", v.rule, v.reply, "");
-    reply(v.reply);
-    if (v.what == action::drop) quit_ = true;
-    co_return;
+  ++refused_;
+  log_transaction("REJECT", v.rule, v.reply, "");
+  reply(v.reply);
+  if (v.what == action::drop) quit_ = true;
+}
+
+asio::awaitable<void> session::relay_message(
+    std::string prefix, std::shared_ptr<const std::string> message,
+    const scan::content_decision& decision,
+    std::function<void(std::string_view, std::string_view, std::string_view, std::string_view)>
+        log_transaction) {
+  // Headers we vouch for: the client's copies go. A scan speaks for both
+  // virus headers, whichever of them we add.
+  std::vector<std::string_view> ours;
+  for (const auto& h : decision.add_headers) {
+    prefix += h;
+    prefix += "\r\n";
+    if (h.starts_with("X-Virus-"))
+      ours.insert(ours.end(), {"X-Virus-Scanned", "X-Virus-Status"});
+    else if (h.starts_with("X-Spam-Status:"))
+      ours.push_back("X-Spam-Status");
   }
-  std::string prefix = limits_.add_received_header ? received_header() : std::string();
-  auto answer = co_await relay_.data(prefix, reader.message());
+  std::string_view body = *message;
+  std::optional<std::string> rewritten;
+  if (!ours.empty() || decision.tag_subject)
+    rewritten = scan::rewrite_headers(body, ours,
+                                      decision.tag_subject
+                                          ? std::string_view(snapshot_->cfg->content.subject_tag)
+                                          : std::string_view());
+  if (rewritten) body = *rewritten;
+  auto answer = co_await relay_.data(prefix, body);
   relay_mail_sent_ = false;  // the next hop's transaction is over, whatever it said
   std::string text = answer.to_client();
   if (answer.positive()) {

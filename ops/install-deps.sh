@@ -8,11 +8,13 @@ packages=(
   # build
   build-essential cmake pkg-config git
   libboost1.81-dev libssl-dev libtomlplusplus-dev libre2-dev libfmt-dev libcli11-dev
-  libldns-dev libhiredis-dev
+  libldns-dev libhiredis-dev libclamav-dev
   libgtest-dev googletest
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
   postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
+  # zip for the scanner tests; clamd for the scan benchmark against it
+  zip clamav-daemon clamdscan
   # fuzzing (tests/fuzz/run.sh) and formatting
   clang libclang-rt-14-dev clang-format
 )

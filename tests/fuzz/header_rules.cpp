@@ -1,4 +1,5 @@
-// Fuzz target: header unfolding and a fixed rule set over arbitrary messages.
+// Fuzz target: header unfolding, a fixed rule set over arbitrary messages
+// (as header and as body rules), and the content stage's header rewriting.
 //
 // Also parses the input's first line as a rule, so the /regex/flags ACTION
 // text syntax is fuzzed too. Checks the unfolding contract: every logical
@@ -15,6 +16,7 @@
 #include <re2/re2.h>
 
 #include "header_rules.hpp"
+#include "mxguard/scan/content.hpp"
 
 namespace {
 
@@ -84,5 +86,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           "header rules only reject or discard");
   require(v.decided() == !v.reply.empty(), "a decision has a reply");
   require(warnings.size() <= headers, "at most one warning per header");
+
+  const auto b = rules().check_body(message, max_size * 16, nullptr);
+  require(b.decided() == !b.reply.empty(), "a body decision has a reply");
+
+  // Rewriting keeps the body byte for byte and leaves no removed header.
+  const bool tag = (data[0] & 1) != 0;
+  auto rewritten = mxguard::scan::rewrite_headers(message, {"X-Spam-Status", "X-Virus-Scanned"},
+                                                  tag ? "[SPAM] " : "");
+  if (rewritten) {
+    const auto body_part = message.substr(body);
+    require(std::string_view(*rewritten).ends_with(body_part), "the body is kept byte for byte");
+    const auto new_body = for_each_header(*rewritten, 1 << 20, [&](std::string_view h) {
+      require(!h.starts_with("X-Spam-Status:") && !h.starts_with("X-Virus-Scanned:"),
+              "removed headers are gone");
+    });
+    require(new_body <= rewritten->size(), "the rewritten body offset lies inside it");
+  }
   return 0;
 }

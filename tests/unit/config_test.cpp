@@ -173,6 +173,18 @@ TEST(config, errors_name_file_line_and_key) {
        "test.toml:2: server.listen: must be a list of strings"},
       {"list element not a string", "[server]\nlisten = [\n  \"127.0.0.1:25\",\n  25,\n]\n",
        "test.toml:4: server.listen: every element must be a string"},
+      {"unknown virus action", "[scan]\nvirus_action = \"bounce\"\n",
+       "test.toml:2: scan.virus_action: 'bounce' is not one of reject, discard, pass, tempfail"},
+      {"overload cannot reject", "[scan]\noverload_action = \"reject\"\n",
+       "test.toml:2: scan.overload_action: 'reject' is not one of tempfail, pass"},
+      {"score as string", "[score]\ntag2_level = \"high\"\n",
+       "test.toml:2: score.tag2_level: must be a number"},
+      {"score out of range", "[score]\nkill_level = 5000\n",
+       "test.toml:2: score.kill_level: 5000 is out of range [-1000, 1000]"},
+      {"levels out of order", "[score]\nenabled = true\ntag2_level = 8\nkill_level = 4\n",
+       "test.toml:3: score: levels must satisfy tag_level <= tag2_level <= kill_level"},
+      {"score on a REJECT rule", "[header_rules]\nbody_rules = ['/x/ REJECT score=1']\n",
+       "test.toml:2: header_rules.body_rules[0]: only WARN rules carry a score"},
       {"listen on a host name", "[server]\nlisten = [\"localhost:25\"]\n",
        "test.toml:2: server.listen: 'localhost:25' is not ADDRESS:PORT with a literal IP "
        "([v6]:port "
