@@ -8,7 +8,7 @@ packages=(
   # build
   build-essential cmake pkg-config git
   libboost1.81-dev libssl-dev libtomlplusplus-dev libre2-dev libfmt-dev libcli11-dev
-  libldns-dev libhiredis-dev
+  libldns-dev libhiredis-dev nlohmann-json3-dev
   libgtest-dev googletest
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
