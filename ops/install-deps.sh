@@ -13,6 +13,8 @@ packages=(
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
   postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
+  # the HTML report test: headless Chromium takes a screenshot, libpng decodes it
+  chromium libpng-dev
   # fuzzing (tests/fuzz/run.sh) and formatting
   clang libclang-rt-14-dev clang-format
 )
