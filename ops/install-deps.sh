@@ -8,13 +8,15 @@ packages=(
   # build
   build-essential cmake pkg-config git
   libboost1.81-dev libssl-dev libtomlplusplus-dev libre2-dev libfmt-dev libcli11-dev
-  libldns-dev libhiredis-dev libclamav-dev
+  libldns-dev libhiredis-dev libclamav-dev nlohmann-json3-dev
   libgtest-dev googletest
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
   postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
   # zip for the scanner tests; clamd for the scan benchmark against it
   zip clamav-daemon clamdscan
+  # the HTML report test: headless Chromium takes a screenshot, libpng decodes it
+  chromium libpng-dev
   # fuzzing (tests/fuzz/run.sh) and formatting
   clang libclang-rt-14-dev clang-format
 )
