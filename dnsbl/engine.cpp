@@ -97,6 +97,13 @@ bool engine::healthy(const site& s) const {
   return impl_->health[impl_->index_of(settings_, s)]->load(std::memory_order_relaxed);
 }
 
+std::vector<std::pair<std::string, bool>> engine::health_report() const {
+  std::vector<std::pair<std::string, bool>> out;
+  for (const auto* list : {&settings_.sites, &settings_.rhsbl_sites})
+    for (const auto& s : *list) out.emplace_back(s.domain, healthy(s));
+  return out;
+}
+
 namespace {
 
 // Caches and merges one (name, type) query.

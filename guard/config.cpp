@@ -19,8 +19,8 @@ namespace {
 
 // Sections this version knows; [[route]] is handled apart from the table.
 const std::set<std::string_view> known_sections{
-    "server", "tls",  "relay",  "access",   "header_rules", "log",  "dnsbl",
-    "bounce", "batv", "limits", "greylist", "redis",        "scan", "score"};
+    "server", "tls",      "relay", "access", "header_rules", "log",     "dnsbl", "bounce", "batv",
+    "limits", "greylist", "redis", "scan",   "score",        "metrics", "stats", "control"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);

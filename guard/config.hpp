@@ -106,6 +106,22 @@ struct scan_settings {
   duration reload_check_interval{0};
 };
 
+struct metrics_settings {
+  std::string listen;
+};
+
+struct stats_settings {
+  std::string file;
+  duration flush_interval{0};
+  std::int64_t retention_days = 0;
+  std::int64_t max_names_per_day = 0;
+};
+
+struct control_settings {
+  std::string socket;
+  std::string group;
+};
+
 struct score_settings {
   bool enabled = false;
   double tag_level = 0, tag2_level = 0, kill_level = 0;
@@ -201,6 +217,9 @@ struct settings {
   redis_config redis;
   scan_settings scan;
   score_settings score;
+  metrics_settings metrics;
+  stats_settings stats;
+  control_settings control;
 };
 
 // The frozen, validated configuration: settings plus what was compiled from

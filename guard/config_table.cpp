@@ -351,6 +351,30 @@ const setting_spec table[] = {
      MXG_FIELD(greylist, ipv4_prefix)},
     {"greylist", "ipv6_prefix", value_kind::integer, "64", 32, 128, "The same for IPv6.",
      MXG_FIELD(greylist, ipv6_prefix)},
+    // [metrics]
+    {"metrics", "listen", value_kind::string, R"("")", 0, 0,
+     "`addr:port` of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`), e.g. "
+     "`127.0.0.1:9125`; empty = none. Keep it on loopback or a management network.",
+     MXG_FIELD(metrics, listen)},
+    // [stats]
+    {"stats", "file", value_kind::string, R"("")", 0, 0,
+     "Per-day statistics file (JSON), kept across restarts; empty = no statistics.",
+     MXG_FIELD(stats, file)},
+    {"stats", "flush_interval", value_kind::duration, R"("60s")", 100, hour,
+     "How often counted decisions are written out.", MXG_FIELD(stats, flush_interval)},
+    {"stats", "retention_days", value_kind::integer, "400", 1, 10000, "Days kept in the file.",
+     MXG_FIELD(stats, retention_days)},
+    {"stats", "max_names_per_day", value_kind::integer, "2000", 10, 1000000,
+     "Distinct clients, sender domains and virus names counted per day; the rest count as "
+     "`other`.",
+     MXG_FIELD(stats, max_names_per_day)},
+    // [control]
+    {"control", "socket", value_kind::string, R"("")", 0, 0,
+     "Unix socket for `mxguardctl`, e.g. `/run/mxguard/control.sock`; empty = none.",
+     MXG_FIELD(control, socket)},
+    {"control", "group", value_kind::string, R"("")", 0, 0,
+     "Group that may use the socket besides root (mode 0660); empty = root only (0600).",
+     MXG_FIELD(control, group)},
     // [log]
     {"log", "format", value_kind::string, R"("kv")", 0, 0,
      "`kv` (key=value) or `json`, one line per event; `--log-format` overrides.",

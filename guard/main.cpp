@@ -16,7 +16,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "config.hpp"
+#include "control_server.hpp"
+#include "mxguard/ops/http_endpoint.hpp"
 #include "mxguard/ops/log.hpp"
+#include "mxguard/ops/stats.hpp"
 #include "runtime.hpp"
 #include "server.hpp"
 
@@ -112,8 +115,9 @@ int check_listing(const std::string& config_file, const std::string& subject, bo
   return result.listed ? 3 : 0;
 }
 
-void reload(daemon_state& state, boost::asio::io_context& control, const std::string& file,
-            const std::string& cli_format) {
+// Empty on success, else why the new configuration was refused.
+std::string reload(daemon_state& state, boost::asio::io_context& control, const std::string& file,
+                   const std::string& cli_format) {
   try {
     auto cfg = load_config(file);
     auto old = state.current();
@@ -137,12 +141,14 @@ void reload(daemon_state& state, boost::asio::io_context& control, const std::st
     apply_log_format(cli_format, *cfg);
     state.install(std::move(snapshot));
     ops::event("RELOAD").add("config", file).add("result", "ok").emit();
+    return {};
   } catch (const std::exception& e) {
     ops::event("RELOAD", ops::severity::error)
         .add("config", file)
         .add("result", "refused, previous configuration stays in force")
         .add("error", e.what())
         .emit();
+    return e.what();
   }
 }
 
@@ -244,6 +250,80 @@ int main(int argc, char** argv) {
         control.stop();
       };
   signals.async_wait(on_signal);
+
+  // Operations: statistics, the metrics endpoint, the control socket. Their
+  // settings take effect at start (a reload keeps them).
+  std::shared_ptr<ops::stats_backend> stats_backend;
+  std::unique_ptr<ops::http_endpoint> metrics_endpoint;
+  std::unique_ptr<control_server> control_socket;
+  bool draining = false;
+  try {
+    const auto& ops_cfg = cfg->values;
+    if (!ops_cfg.stats.file.empty()) {
+      ops::file_stats_backend::options options;
+      options.retention_days = static_cast<int>(ops_cfg.stats.retention_days);
+      options.max_names_per_day = static_cast<std::size_t>(ops_cfg.stats.max_names_per_day);
+      stats_backend = std::make_shared<ops::file_stats_backend>(ops_cfg.stats.file, options);
+      ops::stats_recorder_options recorder_options;
+      recorder_options.max_names_per_day = options.max_names_per_day;
+      recorder_options.flush_interval = ops_cfg.stats.flush_interval;
+      auto recorder = std::make_shared<ops::stats_recorder>(stats_backend, recorder_options);
+      recorder->start_flusher();
+      state.observe().attach_stats(std::move(recorder));
+    }
+    if (!ops_cfg.metrics.listen.empty()) {
+      ops::http_endpoint_settings settings;
+      settings.listen = ops_cfg.metrics.listen;
+      metrics_endpoint = std::make_unique<ops::http_endpoint>(
+          control, settings, state.metrics(), [&state, &draining]() {
+            ops::readiness r;
+            if (draining) return ops::readiness{false, "draining"};
+            if (state.current()->cfg->signatures && (!state.scanner || !state.scanner->current()))
+              return ops::readiness{false, "scanner has no signatures loaded"};
+            if (!state.next_hop_reachable().load())
+              return ops::readiness{false, "the last next-hop connection failed"};
+            return r;
+          });
+      metrics_endpoint->start();
+    }
+    if (!ops_cfg.control.socket.empty()) {
+      control_actions actions;
+      actions.config_file = config_file;
+      actions.reload = [&] { return reload(state, control, config_file, log_format); };
+      actions.draining = [&draining] { return draining; };
+      actions.drain = [&] {
+        if (draining) return;
+        draining = true;
+        srv.stop_accepting();
+        ops::event("DRAIN").add("sessions", state.slots().sessions()).emit();
+        // Exit once the last session is done (or session_timeout passed).
+        boost::asio::co_spawn(
+            control,
+            [&]() -> boost::asio::awaitable<void> {
+              boost::asio::steady_timer tick(co_await boost::asio::this_coro::executor);
+              const auto until = std::chrono::steady_clock::now() +
+                                 state.current()->cfg->values.server.session_timeout;
+              while (state.slots().sessions() > 0 && std::chrono::steady_clock::now() < until) {
+                tick.expires_after(std::chrono::milliseconds(50));
+                co_await tick.async_wait(boost::asio::use_awaitable);
+              }
+              ops::event("STOP").add("reason", "drained").emit();
+              control.stop();
+            },
+            boost::asio::detached);
+      };
+      actions.load_stats = [&stats_backend](std::string_view first, std::string_view last) {
+        return stats_backend ? stats_backend->load(first, last) : ops::stats_days{};
+      };
+      control_socket = std::make_unique<control_server>(control, state, std::move(actions));
+      control_socket->start(ops_cfg.control.socket, ops_cfg.control.group);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "mxguard: " << e.what() << "\n";
+    if (state.scanner) state.scanner->stop();
+    srv.stop();
+    return 1;
+  }
   start_health_checks(control, *state.current());
   // Leases of this instance count while it is alive: say so every lease_ttl/3.
   boost::asio::co_spawn(
@@ -260,6 +340,8 @@ int main(int argc, char** argv) {
       },
       [](std::exception_ptr) {});
   control.run();
+  if (control_socket) control_socket->stop();
+  if (metrics_endpoint) metrics_endpoint->stop();
   // The pool first: sessions still waiting for a scan get their answer on
   // I/O threads that are still there.
   if (state.scanner) state.scanner->stop();

@@ -51,6 +51,70 @@ std::shared_ptr<const runtime_snapshot> make_snapshot(
   return snap;
 }
 
+// Values that live elsewhere, read when Prometheus scrapes.
+void daemon_state::register_gauges() {
+  ops::add_process_metrics(metrics_);
+  metrics_.add_gauge_callback("mxguard_sessions_open", "SMTP sessions open now.",
+                              [this] { return static_cast<double>(slots_.sessions()); });
+  metrics_.add_gauge_callback(
+      "mxguard_buffered_bytes", "Message bytes held by all sessions (server.max_buffered_bytes).",
+      [this] { return static_cast<double>(buffered_bytes_.load(std::memory_order_relaxed)); });
+  metrics_.add_gauge_callback(
+      "mxguard_scan_queue_depth", "Messages waiting for a scan thread.",
+      [this] { return scanner ? static_cast<double>(scanner->queued()) : 0.0; });
+  metrics_.add_gauge_callback("mxguard_scan_busy_workers", "Scan threads scanning now.", [this] {
+    return scanner ? static_cast<double>(scanner->busy()) : 0.0;
+  });
+  metrics_.add_gauge_callback("mxguard_scan_signatures", "Signatures of the engine in use.",
+                              [this] {
+                                auto e = scanner ? scanner->current() : nullptr;
+                                return e ? static_cast<double>(e->signatures()) : 0.0;
+                              });
+  metrics_.add_counter_callback(
+      "mxguard_scan_reload_failures_total", "Signature reloads that failed (old engine kept).",
+      [this] { return scanner ? static_cast<double>(scanner->counters().reload_failures) : 0.0; });
+  metrics_.add_gauge_callback("mxguard_redis_up",
+                              "1 when Redis answers, 0 when it does not (or is not configured).",
+                              [this] {
+                                if (!store) return 0.0;
+                                auto h = store->health();
+                                return h.remote && h.up ? 1.0 : 0.0;
+                              });
+  metrics_.add_counter_callback("mxguard_redis_calls_total", "Redis commands sent.", [this] {
+    return store ? static_cast<double>(store->health().calls) : 0.0;
+  });
+  metrics_.add_counter_callback(
+      "mxguard_redis_answered_total", "Redis commands answered in time.",
+      [this] { return store ? static_cast<double>(store->health().answered) : 0.0; });
+  metrics_.add_counter_callback(
+      "mxguard_redis_latency_seconds_total", "Summed latency of the answered Redis commands.",
+      [this] { return store ? store->health().latency_seconds_total : 0.0; });
+  auto dnsbl_counter = [this](std::string name, std::string help, auto field) {
+    metrics_.add_counter_callback(std::move(name), std::move(help), [this, field] {
+      auto snap = current();
+      return snap && snap->dnsbl ? static_cast<double>((snap->dnsbl->stats().*field).load()) : 0.0;
+    });
+  };
+  using counters = dnsbl::engine::counters;
+  dnsbl_counter("mxguard_dnsbl_queries_total", "DNS list lookups asked for (cache included).",
+                &counters::queries);
+  dnsbl_counter("mxguard_dnsbl_cache_hits_total", "DNS list lookups answered from the cache.",
+                &counters::cache_hits);
+  dnsbl_counter("mxguard_dnsbl_timeouts_total", "DNS list queries that timed out.",
+                &counters::timeouts);
+  dnsbl_counter("mxguard_dnsbl_errors_total", "DNS list queries that failed.", &counters::errors);
+  metrics_.add_callback_family(
+      ops::metric_type::gauge, "mxguard_dnsbl_site_healthy",
+      "1 when the list passes its RFC 5782 health check, 0 when it does not.", {"site"}, [this] {
+        std::vector<ops::sample> out;
+        auto snap = current();
+        if (!snap || !snap->dnsbl) return out;
+        for (const auto& [domain, healthy] : snap->dnsbl->health_report())
+          out.push_back({{domain}, healthy ? 1.0 : 0.0});
+        return out;
+      });
+}
+
 daemon_state::daemon_state() : relay_tls_(boost::asio::ssl::context::tls_client) {
   // Opportunistic TLS towards next hops: encrypt when offered, do not verify
   // (the next hops are ours, addressed by IP; RFC 7435).
@@ -60,6 +124,7 @@ daemon_state::daemon_state() : relay_tls_(boost::asio::ssl::context::tls_client)
   // Session ids differ between restarts so that log lines never collide.
   std::random_device rd;
   session_counter_.store((static_cast<std::uint64_t>(rd()) & 0xffff) << 32);
+  register_gauges();
 }
 
 boost::asio::awaitable<void> dnsbl_health_loop(std::weak_ptr<dnsbl::engine> weak) {

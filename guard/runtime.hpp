@@ -15,7 +15,9 @@
 #include "config.hpp"
 #include "limit_check.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
+#include "mxguard/ops/metrics.hpp"
 #include "mxguard/scan/scanner.hpp"
+#include "observe.hpp"
 #include "policy.hpp"
 
 namespace mxguard::guard {
@@ -59,15 +61,29 @@ class daemon_state {
   // replaced on reload; the pool itself lives as long as the process).
   std::shared_ptr<scan::scanner> scanner;
 
+  // Metrics of this daemon (served by [metrics] listen) and the one place
+  // that counts decisions into them and into the statistics.
+  ops::registry& metrics() { return metrics_; }
+  observer& observe() { return observer_; }
+
+  // Whether the last attempt to open a next-hop connection succeeded (for
+  // /readyz): true until one fails.
+  std::atomic<bool>& next_hop_reachable() { return next_hop_reachable_; }
+
   // Message bytes held by all sessions (server.max_buffered_bytes).
   std::atomic<std::int64_t>& buffered_bytes() { return buffered_bytes_; }
 
  private:
+  void register_gauges();
+
   std::atomic<std::shared_ptr<const runtime_snapshot>> current_;
+  ops::registry metrics_;
+  observer observer_{metrics_};
   admission slots_;
   boost::asio::ssl::context relay_tls_;
   std::atomic<std::uint64_t> session_counter_{0};
   std::atomic<std::int64_t> buffered_bytes_{0};
+  std::atomic<bool> next_hop_reachable_{true};
 };
 
 }  // namespace mxguard::guard

@@ -41,13 +41,15 @@ void refuse_now(tcp::socket& socket, std::string_view reply) {
   socket.close(ec);
 }
 
-void log_connect_refusal(const tcp::endpoint& client, const verdict& v) {
+void log_connect_refusal(const tcp::endpoint& client, const verdict& v, daemon_state& state) {
   ops::event("REJECT")
       .add("stage", "connect")
       .add("rule", v.rule)
       .add("client", endpoint_text(client))
       .add("reply", v.reply)
       .emit();
+  state.observe().refused("connect", v.rule, v.reply, client.address().to_string(), {});
+  state.observe().connection_refused();
 }
 
 void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
@@ -57,7 +59,7 @@ void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
   verdict access = cfg.access.check(address);
   if (access.what == action::defer) {
     // 421 means "closing": nothing more to say.
-    log_connect_refusal(client, access);
+    log_connect_refusal(client, access, state);
     refuse_now(socket, access.reply);
     return;
   }
@@ -68,7 +70,7 @@ void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
        static_cast<unsigned>(cfg.values.server.ipv6_prefix)},
       refusal);
   if (!slot) {
-    log_connect_refusal(client, refusal);
+    log_connect_refusal(client, refusal, state);
     refuse_now(socket, refusal.reply);
     return;
   }
@@ -116,11 +118,14 @@ asio::awaitable<void> read_proxy_header(tcp::socket socket, tcp::endpoint peer, 
   proxy_header header;
   if (outcome.index() == 0) header = std::get<0>(outcome);
   if (header.state != proxy_header::status::ok) {
+    const char* rule = outcome.index() == 0 ? "proxy_protocol" : "proxy_protocol_timeout";
     ops::event("REJECT")
         .add("stage", "proxy")
-        .add("rule", outcome.index() == 0 ? "proxy_protocol" : "proxy_protocol_timeout")
+        .add("rule", rule)
         .add("client", endpoint_text(peer))
         .emit();
+    state.observe().refused("proxy", rule, "", peer.address().to_string(), {});
+    state.observe().connection_refused();
     boost::system::error_code ec;
     socket.close(ec);
     co_return;
@@ -212,6 +217,16 @@ void server::start(unsigned workers) {
       });
   }
   for (auto& w : workers_) threads_.emplace_back([&io = w->io] { io.run(); });
+}
+
+void server::stop_accepting() {
+  for (auto& w : workers_)
+    asio::post(w->io, [&w = *w] {
+      for (auto& a : w.acceptors) {
+        boost::system::error_code ec;
+        a.close(ec);
+      }
+    });
 }
 
 void server::stop() {

@@ -26,6 +26,8 @@ class server {
   // Binds every listen address on every worker; throws std::system_error
   // naming the address on failure (port in use, no permission).
   void start(unsigned workers);
+  // Closes the listeners; sessions in progress go on (drain).
+  void stop_accepting();
   // Stops accepting and ends all sessions; returns when the threads are gone.
   void stop();
 

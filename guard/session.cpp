@@ -228,6 +228,9 @@ void session::log_reject(std::string_view stage_name, std::string_view rule, std
   if (!rcpt.empty()) e.add("to", rcpt);
   if (!text.empty()) e.add("reply", text);
   e.emit();
+  state_.observe().refused(
+      stage_name, rule, text, facts_.client.to_string(),
+      envelope_.open && !envelope_.null_sender ? envelope_.sender.domain : std::string_view());
 }
 
 // The early-talker test (postscreen's pregreet): a `220-` teaser line, then
@@ -294,8 +297,11 @@ asio::awaitable<void> session::run() {
     verdict v;
     if (preset_refusal_)
       v = *preset_refusal_;
-    else
+    else {
+      const auto started = clock::now();
       v = co_await snapshot_->policy->run(stage::connect, input());
+      if (snapshot_->dnsbl) state_.observe().dnsbl_scored(clock::now() - started);
+    }
     facts_.dnsbl_score = static_cast<int>(v.score);
     if (v.what == action::accept) facts_.allowlisted = true;
     if (is_refusal(v) && v.at_rcpt) {
@@ -330,6 +336,10 @@ asio::awaitable<void> session::run() {
     refused_at_connect = true;
   }
 
+  if (refused_at_connect)
+    state_.observe().connection_refused();
+  else
+    state_.observe().connection_accepted();
   if (!refused_at_connect) {
     set_deadline(limits_.command_timeout);
     reply(fmt::format("220 {} {}", limits_.hostname, limits_.banner));
@@ -663,6 +673,7 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
       const auto& helo =
           cfg_.values.relay.helo_name.empty() ? limits_.hostname : cfg_.values.relay.helo_name;
       auto opened = co_await relay_.open(*r, helo);
+      state_.next_hop_reachable().store(relay_.connected(), std::memory_order_relaxed);
       if (!relay_.connected()) {
         ops::event("NEXTHOP")
             .add("sid", facts_.id)
@@ -927,12 +938,29 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
             .add("next_hop", relay_.peer())
             .add("next_hop_reply", next_hop_reply)
             .emit();
+        // The same decision, counted (a virus counts as a virus, not also as
+        // a refusal, in the statistics).
+        const bool virus = scanned && scanned->what == scan::outcome::virus;
+        if (word == "REJECT") {
+          state_.observe().refused("end_of_data", rule, reply_text, facts_.client.to_string(),
+                                   envelope_.null_sender
+                                       ? std::string_view()
+                                       : std::string_view(envelope_.sender.domain),
+                                   !virus);
+          if (!virus)
+            state_.observe().transaction(reply_text.starts_with('4') ? transaction_end::tempfailed
+                                                                     : transaction_end::refused);
+        }
+        if (virus && rule == "virus")
+          state_.observe().transaction(transaction_end::virus, scanned->name);
+        else if (word == "DISCARD")
+          state_.observe().transaction(transaction_end::discarded);
       };
   if (reader.too_big()) {
     ++refused_;
-    const char* text = "552 5.3.4 Error: message too large";
-    log_transaction("REJECT", "max_message_size", text, "");
-    co_return co_await refuse("end_of_data", "max_message_size", text);
+    // refuse() logs and counts it.
+    co_return co_await refuse("end_of_data", "max_message_size",
+                              "552 5.3.4 Error: message too large");
   }
   if (reader.bare_lf() || reader.bare_cr())
     ops::event("NORMALIZE")
@@ -957,7 +985,9 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
     if (content.scanning && state_.scanner) {
       // Scanned with our Received line on top: libclamav recognises a mail
       // by its first header, whatever the client's message starts with.
+      const auto started = clock::now();
       scanned = co_await state_.scanner->scan(prefix, message);
+      state_.observe().scanned(*scanned, clock::now() - started);
       if (auto e = state_.scanner->current()) engine_text = e->description();
     }
     auto decision = scan::decide(content, scanned ? &*scanned : nullptr, engine_text, score);
@@ -1003,12 +1033,16 @@ asio::awaitable<void> session::relay_message(
                                           ? std::string_view(snapshot_->cfg->content.subject_tag)
                                           : std::string_view());
   if (rewritten) body = *rewritten;
+  const auto started = clock::now();
   auto answer = co_await relay_.data(prefix, body);
   relay_mail_sent_ = false;  // the next hop's transaction is over, whatever it said
   std::string text = answer.to_client();
+  state_.observe().next_hop_data(clock::now() - started,
+                                 answer.local ? std::string_view() : std::string_view(text));
   if (answer.positive()) {
     ++messages_;
     log_transaction("RELAY", "next_hop", text, answer.first_line());
+    state_.observe().transaction(decision.spam ? transaction_end::spam : transaction_end::relayed);
   } else {
     ++refused_;
     log_transaction("REJECT", answer.local ? "next_hop" : "next_hop_data", text,

@@ -444,6 +444,8 @@ class redis_store final : public state_store {
       bool done = false;
     };
     auto w = std::make_shared<waiter>(executor);
+    const auto started = std::chrono::steady_clock::now();
+    calls_.fetch_add(1, std::memory_order_relaxed);
     w->timer.expires_after(settings_.timeout);
     bool sent = conn.conn->send(args, [w](redis_value v) {
       w->value = std::move(v);
@@ -465,7 +467,24 @@ class redis_store final : public state_store {
       mark_down(conn, "connection lost");
       co_return std::nullopt;
     }
+    latency_us_.fetch_add(static_cast<std::uint64_t>(
+                              std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - started)
+                                  .count()),
+                          std::memory_order_relaxed);
+    answered_.fetch_add(1, std::memory_order_relaxed);
     co_return std::move(w->value);
+  }
+
+  store_health health() const override {
+    store_health h;
+    h.remote = true;
+    h.up = !down_.load(std::memory_order_relaxed);
+    h.calls = calls_.load(std::memory_order_relaxed);
+    h.answered = answered_.load(std::memory_order_relaxed);
+    h.latency_seconds_total =
+        static_cast<double>(latency_us_.load(std::memory_order_relaxed)) / 1e6;
+    return h;
   }
 
   struct thread_state {
@@ -579,6 +598,7 @@ class redis_store final : public state_store {
   std::shared_ptr<state_store> fallback_;
   std::string rates_sha_, greylist_sha_, lease_sha_, release_sha_;
   std::atomic<bool> down_{false};
+  std::atomic<std::uint64_t> calls_{0}, answered_{0}, latency_us_{0};
 };
 
 }  // namespace

@@ -115,7 +115,9 @@ class engine : public std::enable_shared_from_this<engine> {
   // RFC 5782 test of every site, once; updates health. Called periodically
   // by `run_health_checks` and directly by tests.
   boost::asio::awaitable<void> check_health();
-  bool healthy(const site& s) const;
+  bool healthy(const site& s) const;  // `s` must be one of this engine's sites
+  // Every list (client and domain lists) by zone, and whether it is healthy.
+  std::vector<std::pair<std::string, bool>> health_report() const;
 
   struct counters {
     std::atomic<std::uint64_t> queries{0}, cache_hits{0}, merged{0}, timeouts{0}, errors{0};

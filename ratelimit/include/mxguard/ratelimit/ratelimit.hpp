@@ -90,10 +90,19 @@ struct store_decision {
   std::size_t refused_index = 0;  // which key refused, when refused
 };
 
+// For the metrics: is the shared store reachable, and how fast it answers.
+struct store_health {
+  bool remote = false;  // Redis; false for the embedded store
+  bool up = true;
+  std::uint64_t calls = 0, answered = 0;
+  double latency_seconds_total = 0;  // summed over the answered calls
+};
+
 class state_store {
  public:
   virtual ~state_store() = default;
   virtual std::string_view name() const = 0;
+  virtual store_health health() const { return {}; }
   // Checks every key; allowed only when all allow, and then each consumes its
   // cost. Atomic as a whole.
   virtual boost::asio::awaitable<store_decision> check_rates(std::vector<rate_key> keys,
