@@ -4,6 +4,7 @@
 // change for a prefix is the only one that matters, and memory stays bounded by
 // the number of distinct prefixes however fast an attack produces events.
 #include <algorithm>
+#include <utility>
 
 #include "mxguard/ops/firewall_feeder.hpp"
 #include "mxguard/ops/log.hpp"
@@ -97,6 +98,11 @@ void feeder_runner::run() {
         wake = now;
       else if (!pending_.empty())
         wake = std::min(wake, oldest_pending_ + o_.batch_interval);
+      if (synced_ && o_.resync_interval.count() > 0 && feeder_->full_after_failure()) {
+        const auto at = last_full_ + o_.resync_interval;
+        if (now >= at) resync_due_ = true;
+        wake = std::min(wake, at);
+      }
       // state_ belongs to this thread; reading it under mu_ is only incidental.
       if (const auto due = state_.next_due(); due != sys_clock::time_point::max()) {
         const auto left = std::chrono::ceil<milliseconds>(due - sys_clock::now());
@@ -119,7 +125,10 @@ void feeder_runner::work(std::unique_lock<std::mutex>& lock) {
   const auto seq = enqueued_;
   const bool had_input = !taken.empty() || reconcile.has_value();
   const auto oldest = oldest_pending_;
+  const bool resync = std::exchange(resync_due_, false);
   lock.unlock();
+
+  if (resync) state_.force_full();
 
   if (reconcile) state_.reset(std::move(*reconcile));
   for (auto& [prefix, change] : taken) {
@@ -151,6 +160,10 @@ void feeder_runner::work(std::unique_lock<std::mutex>& lock) {
       stats_.removed += plan.removes.size();
       stats_.refreshed += plan.updates.size();
       stats_.entries = plan.effective.size();
+      if (plan.full) {
+        synced_ = true;
+        last_full_ = applied;
+      }
     }
     if (had_input)
       stats_.last_lag_seconds = std::chrono::duration<double>(applied - oldest).count();

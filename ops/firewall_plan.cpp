@@ -5,7 +5,10 @@
 // a full recomputation cannot drift from the kernel the way an incremental log
 // can when a batch fails halfway (ipset restore is not transactional).
 #include <algorithm>
+#include <array>
+#include <set>
 #include <stdexcept>
+#include <tuple>
 
 #include "mxguard/ops/firewall.hpp"
 
@@ -19,6 +22,33 @@ bool refused_prefix(const ip_prefix& p, const feeder_limits& l) {
   if (p.length() == 0) return true;
   if (p.is_v4()) return !l.accept_v4 || p.length() < l.min_v4_length;
   return !l.accept_v6 || p.length() < l.min_v6_length;
+}
+
+// A prefix as (family, masked bytes, length), cheap to mask to a shorter length.
+using prefix_key = std::tuple<bool, std::array<std::uint8_t, 16>, unsigned>;
+
+prefix_key masked(const ip_prefix& p, unsigned length) {
+  auto bytes = p.bytes();
+  for (unsigned bit = length; bit < 128; ++bit) bytes[bit / 8] &= ~(0x80u >> (bit % 8));
+  return {p.is_v4(), bytes, length};
+}
+
+// Whether some element of one list contains or equals one of the other.
+bool overlapping(const std::vector<block_entry>& removes, const std::vector<timed_entry>& adds) {
+  if (removes.empty() || adds.empty()) return false;
+  std::set<prefix_key> removed, added;
+  for (const auto& e : removes) removed.insert(masked(e.prefix, e.prefix.length()));
+  for (const auto& t : adds) added.insert(masked(t.entry.prefix, t.entry.prefix.length()));
+  auto covered_by = [](const ip_prefix& p, const std::set<prefix_key>& set) {
+    for (unsigned len = 0; len <= p.length(); ++len)
+      if (set.contains(masked(p, len))) return true;
+    return false;
+  };
+  for (const auto& t : adds)
+    if (covered_by(t.entry.prefix, removed)) return true;
+  for (const auto& e : removes)
+    if (covered_by(e.prefix, added)) return true;
+  return false;
 }
 
 }  // namespace
@@ -81,10 +111,7 @@ batch_plan feeder_state::plan(sys_clock::time_point now) {
     auto& cover = prefix.is_v4() ? cover4 : cover6;
     if (limits_.collapse_covered && cover != nullptr && cover->prefix.length() <= prefix.length()) {
       // Contained when masking to the cover's length gives the cover.
-      auto bytes = prefix.bytes();
-      const unsigned len = cover->prefix.length();
-      for (unsigned bit = len; bit < 128; ++bit) bytes[bit / 8] &= ~(0x80u >> (bit % 8));
-      if (bytes == cover->prefix.bytes()) continue;
+      if (std::get<1>(masked(prefix, cover->prefix.length())) == cover->prefix.bytes()) continue;
     }
     cover = &e;
     chosen.push_back(&e);
@@ -150,6 +177,15 @@ batch_plan feeder_state::plan(sys_clock::time_point now) {
   }
   for (; inst != installed_.end(); ++inst)
     if (!out.full) out.removes.push_back(inst->second.entry);
+  if (!out.full && limits_.collapse_covered && overlapping(out.removes, out.adds)) {
+    // nft 1.0.6 checks interval overlaps against the set as it was before the
+    // transaction, so "delete the cover, add what it covered" fails even in
+    // one batch. Flush-and-fill is just as atomic and only needed when a cover
+    // comes or goes.
+    out.full = true;
+    out.removes.clear();
+    out.updates.clear();
+  }
   if (out.full) out.adds = out.effective;
   return out;
 }

@@ -147,6 +147,10 @@ class feeder_runner {
     std::size_t batch_max = 500;
     std::chrono::milliseconds retry_min{1000};
     std::chrono::milliseconds retry_max{60000};
+    // A full batch this often puts back what someone removed by hand (`nft
+    // flush ruleset`, a firewall reload); zero: never. Not for feeders whose
+    // failures do not call for a full retry (the exec hook).
+    std::chrono::milliseconds resync_interval{std::chrono::minutes{10}};
   };
 
   // Starts the thread. Nothing is applied before the first change or
@@ -190,6 +194,8 @@ class feeder_runner {
   feeder_stats stats_;  // under mu_
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point retry_at_{};
+  std::chrono::steady_clock::time_point last_full_{};
+  bool synced_ = false, resync_due_ = false;
 
   std::thread thread_;  // last: started when everything above exists
 };
