@@ -8,6 +8,7 @@
 
 #include "mxguard/ops/firewall_feeder.hpp"
 #include "mxguard/ops/log.hpp"
+#include "mxguard/ops/metrics.hpp"
 
 namespace mxguard::ops {
 
@@ -186,6 +187,49 @@ void feeder_runner::work(std::unique_lock<std::mutex>& lock) {
   else if (error.empty() && !was_healthy)
     event("FIREWALL_FEEDER_RECOVERED", severity::warning).add("feeder", feeder_->kind()).emit();
   lock.lock();
+}
+
+void register_feeder_metrics(registry& reg, std::vector<const feeder_runner*> runners) {
+  using field = double (*)(const feeder_stats&);
+  auto family = [&reg, &runners](metric_type type, std::string name, std::string help, field f) {
+    reg.add_callback_family(type, std::move(name), std::move(help), {"feeder"}, [runners, f] {
+      std::vector<sample> out;
+      for (const auto* r : runners) out.push_back({{r->kind()}, f(r->stats())});
+      return out;
+    });
+  };
+  family(metric_type::counter, "mxguard_firewall_batches_total", "Firewall feeder batches applied.",
+         [](const feeder_stats& s) { return static_cast<double>(s.batches); });
+  family(metric_type::counter, "mxguard_firewall_batch_failures_total",
+         "Firewall feeder batches that failed (retried as a full batch).",
+         [](const feeder_stats& s) { return static_cast<double>(s.failures); });
+  family(metric_type::gauge, "mxguard_firewall_entries", "Elements the feeder's target holds.",
+         [](const feeder_stats& s) { return static_cast<double>(s.entries); });
+  family(metric_type::gauge, "mxguard_firewall_pending", "Changes queued, not yet applied.",
+         [](const feeder_stats& s) { return static_cast<double>(s.pending); });
+  family(metric_type::gauge, "mxguard_firewall_evicted",
+         "Entries left out because the target's maxelem is reached.",
+         [](const feeder_stats& s) { return static_cast<double>(s.evicted); });
+  family(metric_type::gauge, "mxguard_firewall_refused",
+         "Entries refused (/0, too short a prefix, a family the target cannot hold).",
+         [](const feeder_stats& s) { return static_cast<double>(s.refused); });
+  family(metric_type::gauge, "mxguard_firewall_lag_seconds",
+         "From the oldest change of the last applied batch being queued to the batch applied.",
+         [](const feeder_stats& s) { return s.last_lag_seconds; });
+  family(metric_type::gauge, "mxguard_firewall_healthy", "1 when the last batch succeeded.",
+         [](const feeder_stats& s) { return s.healthy ? 1.0 : 0.0; });
+  reg.add_callback_family(
+      metric_type::counter, "mxguard_firewall_elements_total",
+      "Elements added, removed and refreshed by firewall feeders.", {"feeder", "op"}, [runners] {
+        std::vector<sample> out;
+        for (const auto* r : runners) {
+          const auto s = r->stats();
+          out.push_back({{r->kind(), "add"}, static_cast<double>(s.added)});
+          out.push_back({{r->kind(), "remove"}, static_cast<double>(s.removed)});
+          out.push_back({{r->kind(), "refresh"}, static_cast<double>(s.refreshed)});
+        }
+        return out;
+      });
 }
 
 }  // namespace mxguard::ops

@@ -159,11 +159,11 @@ batch_plan feeder_state::plan(sys_clock::time_point now) {
       // remaining time simply expires with the entry.
       const bool refresh =
           old.kernel_expires < e->expires && now >= old.kernel_expires - limits_.refresh_margin;
-      if (out.full) {
-      } else if (old.entry != *e || refresh) {
-        out.updates.push_back(t);
-      } else {
-        kernel_expires = old.kernel_expires;
+      if (!out.full) {
+        if (old.entry != *e || refresh)
+          out.updates.push_back(t);
+        else
+          kernel_expires = old.kernel_expires;
       }
       ++inst;
     } else if (!out.full) {

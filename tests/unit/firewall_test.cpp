@@ -19,6 +19,7 @@
 
 #include "mxguard/ops/firewall.hpp"
 #include "mxguard/ops/firewall_feeder.hpp"
+#include "mxguard/ops/metrics.hpp"
 #include "mxguard/ops/process.hpp"
 
 namespace mxguard::ops {
@@ -735,6 +736,23 @@ TEST(firewall_runner, failure_is_counted_and_the_retry_is_full) {
   std::lock_guard lock(rec->mu);
   EXPECT_TRUE(rec->plans.back().full);
   EXPECT_EQ(rec->plans.back().effective.size(), 2u);
+}
+
+TEST(firewall_runner, metrics) {
+  auto rec = std::make_shared<recording_feeder::shared>();
+  feeder_runner::options o;
+  o.batch_interval = 1ms;
+  feeder_runner r(std::make_unique<recording_feeder>(rec), o);
+  r.reconcile({live_entry("192.0.2.1"), live_entry("192.0.2.2")});
+  ASSERT_TRUE(r.wait_idle(5s));
+  registry reg;
+  register_feeder_metrics(reg, {&r});
+  const auto text = reg.render();
+  for (const char* line : {"mxguard_firewall_batches_total{feeder=\"test\"} 1\n",
+                           "mxguard_firewall_entries{feeder=\"test\"} 2\n",
+                           "mxguard_firewall_healthy{feeder=\"test\"} 1\n",
+                           "mxguard_firewall_elements_total{feeder=\"test\",op=\"add\"} 2\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
 }
 
 }  // namespace

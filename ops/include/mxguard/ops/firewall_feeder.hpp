@@ -154,7 +154,8 @@ class feeder_runner {
   };
 
   // Starts the thread. Nothing is applied before the first change or
-  // `reconcile`; call `reconcile` first so the target is made to match.
+  // `reconcile`. The first batch is always a full one, so call `reconcile`
+  // first: with only `add` before it, the set is replaced by those entries.
   explicit feeder_runner(std::unique_ptr<feeder> f);
   feeder_runner(std::unique_ptr<feeder> f, options o);
   // Stops and joins; changes not applied yet are dropped (what the kernel
@@ -199,5 +200,13 @@ class feeder_runner {
 
   std::thread thread_;  // last: started when everything above exists
 };
+
+class registry;
+
+// Registers mxguard_firewall_* series (label `feeder` = kind(), so one runner
+// per kind) read from `runners` at scrape time: batches, failures, elements
+// changed by op, entries, pending, evicted, refused, lag, healthy. The runners
+// must outlive every render() of `reg`.
+void register_feeder_metrics(registry& reg, std::vector<const feeder_runner*> runners);
 
 }  // namespace mxguard::ops
