@@ -13,6 +13,8 @@ packages=(
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
   postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
+  # the firewall feeders' targets, and network namespaces for their tests
+  nftables ipset iproute2
   # zip for the scanner tests; clamd for the scan benchmark against it
   zip clamav-daemon clamdscan
   # the HTML report test: headless Chromium takes a screenshot, libpng decodes it
