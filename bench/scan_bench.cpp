@@ -558,12 +558,12 @@ int make_signatures(const fs::path& dir, std::uint64_t seed, int hdb, int hsb, i
   for (int i = 0; i < hdb; ++i)
     out += fmt::format("{}:{}:Bench.Hdb.{}\n", random_hex(16),
                        static_cast<long>(std::exp(size_d(rng))), i);
-  write_file(dir / "bench.hdb", out);
+  if (!out.empty()) write_file(dir / "bench.hdb", out);  // libclamav refuses empty files
   out.clear();
   for (int i = 0; i < hsb; ++i)
     out += fmt::format("{}:{}:Bench.Hsb.{}\n", random_hex(32),
                        static_cast<long>(std::exp(size_d(rng))), i);
-  write_file(dir / "bench.hsb", out);
+  if (!out.empty()) write_file(dir / "bench.hsb", out);  // libclamav refuses empty files
   out.clear();
   // Body signatures; targets 0 any file, 3 HTML (normalised), 4 mail, 7 text.
   const std::array<int, 4> targets{0, 3, 4, 7};
@@ -577,7 +577,7 @@ int make_signatures(const fs::path& dir, std::uint64_t seed, int hdb, int hsb, i
     out +=
         fmt::format("Bench.Ndb.{}:{}:{}:{}\n", i, target, offset, hex_with_wildcards(rng, ascii));
   }
-  write_file(dir / "bench.ndb", out);
+  if (!out.empty()) write_file(dir / "bench.ndb", out);  // libclamav refuses empty files
   out.clear();
   // Logical signatures: 2-4 subsignatures, the first an indicator string
   // (often present: the logical matcher then has to track it), the last one
@@ -600,7 +600,7 @@ int make_signatures(const fs::path& dir, std::uint64_t seed, int hdb, int hsb, i
     for (const auto& s : sub) out += ";" + s;
     out += "\n";
   }
-  write_file(dir / "bench.ldb", out);
+  if (!out.empty()) write_file(dir / "bench.ldb", out);  // libclamav refuses empty files
   write_file(dir / "eicar.hdb", std::string(eicar_md5) + ":68:Bench.EICAR.MD5\n");
   write_file(dir / "eicar.ndb",
              "Bench.EICAR.Body:0:*:" + hex("EICAR-STANDARD-ANTIVIRUS-TEST-FILE") + "\n");
