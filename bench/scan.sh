@@ -253,7 +253,9 @@ for n in (1, 2):
 ratios = [float(l.split("|")[3]) for l in out if l.startswith("| mxguard / ")]
 if ratios:
     out.append("")
-    out.append(f"mxguard/clamd MB/s ratios range from {min(ratios):.2f} to {max(ratios):.2f} (1 = the same speed; run-to-run spread on this shared machine is several %, see `results.jsonl`).")
+    spread = max((max(r["mb_per_s"] for r in rs) / min(r["mb_per_s"] for r in rs) - 1
+                  for rs in (pick(side_key[s], n) for s in names for n in (1, 2)) if len(rs) > 1), default=0)
+    out.append(f"mxguard/clamd MB/s ratios range from {min(ratios):.2f} to {max(ratios):.2f} (1 = the same speed); on this shared machine one side's MB/s varied by up to {spread * 100:.0f}% between runs (per-run numbers in `results.jsonl`).")
 out.append("")
 mx_load = [r["load_ms"] for r in rows if r["side"] == "mxguard"]
 cd_load = [r["load_ms"] for r in rows if r["side"] == "clamd-load"]
