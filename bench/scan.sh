@@ -314,7 +314,7 @@ section=$(cat <<EOT
 <!-- $marker:begin -->
 ## $title
 
-- date: $(date -u '+%Y-%m-%d %H:%M UTC'); revision: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (uncommitted changes)'); ClamAV $(/usr/sbin/clamd --version | cut -d' ' -f2 | cut -d/ -f1) (Debian clamav-daemon, libclamav-dev)
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); revision: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- . ':!bench/RESULTS.md' 2>/dev/null || echo ' (uncommitted changes)'); ClamAV $(/usr/sbin/clamd --version | cut -d' ' -f2 | cut -d/ -f1) (Debian clamav-daemon, libclamav-dev)
 - nproc: $(nproc), **shared with other builders and benchmarks during the run**: load average
   before $load_before, after $load_after. Absolute MB/s moved with that load; the runs are
   interleaved (each run measures every side once, order rotating), so compare the ratios and
