@@ -376,8 +376,19 @@ std::optional<std::vector<std::uint8_t>> zone_answerer::answer(std::span<const s
     std::optional<std::string> text;
     if (auto test = test_entry(*address)) {
       if (*test) text = test_entry_text;
-    } else if (auto listed = m.lookup(*address)) {
-      text = expand(m.txt_template, sanitize(listed->reason, false), address->to_string());
+    } else {
+      std::optional<listing> listed;
+      try {
+        listed = m.lookup(*address);
+      } catch (...) {
+        // The owner's store failed: the requester should try again later,
+        // not cache a wrong NXDOMAIN.
+        ldns_pkt_set_aa(reply.get(), false);
+        ldns_pkt_set_rcode(reply.get(), LDNS_RCODE_SERVFAIL);
+        return to_wire(reply.get());
+      }
+      if (listed)
+        text = expand(m.txt_template, sanitize(listed->reason, false), address->to_string());
     }
     if (!text) {
       negative(LDNS_RCODE_NXDOMAIN);
@@ -410,7 +421,7 @@ std::optional<std::vector<std::uint8_t>> zone_answerer::answer(std::span<const s
   }
   return wire;
 } catch (...) {
-  // The lookup threw, or memory ran out: the requester should try again later.
+  // Memory ran out: the requester should try again later.
   if (q.size() < header_size) return std::nullopt;
   return header_only(q, LDNS_RCODE_SERVFAIL);
 }
