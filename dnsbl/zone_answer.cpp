@@ -472,7 +472,7 @@ std::string rbldnsd_export(const std::vector<export_entry>& entries, const zone_
   // RFC 5782 §5 test entries, as the responder answers them; the exclusion
   // wins over any range that covers 127.0.0.1.
   out += v4 + "127.0.0.2 :" + a + ":" + test_entry_text + "\n!127.0.0.1\n";
-  out += v6 + "::ffff:127.0.0.2 :" + a + ":" + test_entry_text + "\n!::ffff:127.0.0.1\n";
+  out += v6 + "::ffff:7f00:2 :" + a + ":" + test_entry_text + "\n!::ffff:7f00:1\n";
   return out;
 }
 

@@ -500,8 +500,8 @@ TEST(ZoneExport, RbldnsdCombinedDataset) {
       "$DATASET ip6trie:mxguard-v6 @\n"
       "2001:db8::1/128 :127.0.0.2:Blocked by mxguard: v6 spammer\n"
       "2001:db8:1::/48 :127.0.0.2:Blocked by mxguard: v6 net\n"
-      "::ffff:127.0.0.2 :127.0.0.2:RFC 5782 test entry: 127.0.0.2 is always listed\n"
-      "!::ffff:127.0.0.1\n";
+      "::ffff:7f00:2 :127.0.0.2:RFC 5782 test entry: 127.0.0.2 is always listed\n"
+      "!::ffff:7f00:1\n";
   EXPECT_EQ(text, want);
 
   auto with_address = s;
