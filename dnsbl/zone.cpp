@@ -6,8 +6,8 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -289,10 +289,13 @@ void zone_responder::start() {
   std::string where;
   for (std::size_t i = 0; i < udp_sockets.size(); ++i) {
     auto ep = udp_sockets[i]->local_endpoint();
-    where +=
-        (where.empty() ? "" : ",") +
-        (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) +
-        ":" + std::to_string(ep.port());
+    // Appended piece by piece: GCC 12 -O3 warns falsely (-Wrestrict) on "[" + string + "]".
+    if (!where.empty()) where += ',';
+    if (ep.address().is_v6()) where += '[';
+    where += ep.address().to_string();
+    if (ep.address().is_v6()) where += ']';
+    where += ':';
+    where += std::to_string(ep.port());
     asio::co_spawn(s.io, serve_udp(state_, *udp_sockets[i]), log_failure);
     asio::co_spawn(s.io, serve_tcp(state_, *acceptors[i]), log_failure);
   }
