@@ -8,7 +8,7 @@
 # Usage: tests/fuzz/run.sh [seconds-per-target]        (default 60)
 # Environment:
 #   BUILD_DIR     build directory (default: <repo>/build-fuzz)
-#   FUZZ_TARGETS  the targets to run (default: all six)
+#   FUZZ_TARGETS  the targets to run (default: all seven)
 #   FUZZ_ARGS     extra libFuzzer flags, e.g. "-jobs=2 -workers=2"
 #   KEEP_SCRATCH  1 = keep the scratch directory (grown corpora) on success
 set -euo pipefail
@@ -17,7 +17,7 @@ seconds=${1:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-fuzz_smtp_command fuzz_data_reader fuzz_header_rules fuzz_proxy_header fuzz_config fuzz_dns_response}
+targets=${FUZZ_TARGETS:-fuzz_smtp_command fuzz_data_reader fuzz_header_rules fuzz_proxy_header fuzz_config fuzz_dns_response fuzz_zone_query}
 
 CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S "$root" -B "$build" -DMXGUARD_FUZZ=ON \
   -DMXGUARD_TESTS=OFF -DMXGUARD_BENCH=OFF >/dev/null
