@@ -19,8 +19,9 @@ namespace {
 
 // Sections this version knows; [[route]] is handled apart from the table.
 const std::set<std::string_view> known_sections{
-    "server", "tls",      "relay", "access", "header_rules", "log",     "dnsbl", "bounce", "batv",
-    "limits", "greylist", "redis", "scan",   "score",        "metrics", "stats", "control"};
+    "server",  "tls",   "relay",   "access",    "header_rules", "log",  "dnsbl",
+    "bounce",  "batv",  "limits",  "greylist",  "redis",        "scan", "score",
+    "metrics", "stats", "control", "blocklist", "dnsbl_zone"};
 
 std::string where(const std::string& file, const toml::source_region& src) {
   return fmt::format("{}:{}", file, src.begin.line);
@@ -514,6 +515,41 @@ void compile(config& cfg, const toml::table& root) {
   }
 
   compile_content(cfg, node_for);
+
+  {
+    auto policy = std::make_shared<blocklist_policy>();
+    const auto& b = s.blocklist;
+    for (std::size_t i = 0; i < b.auto_block.size(); ++i) {
+      std::string error;
+      auto rule = auto_block_rule::parse(b.auto_block[i], error);
+      if (!rule)
+        fail(file, node_for("blocklist", "auto_block"), fmt::format("blocklist.auto_block[{}]", i),
+             error);
+      policy->rules.push_back(std::move(*rule));
+    }
+    for (const auto& n : b.never_block) {
+      auto prefix = ip_prefix::parse(n);
+      if (!prefix)
+        fail(file, node_for("blocklist", "never_block"), "blocklist.never_block",
+             "'" + n + "' is not an address or CIDR prefix");
+      policy->never_block.push_back(*prefix);
+    }
+    policy->ban_time = b.ban_time;
+    policy->max_ban_time = std::max(b.ban_time, b.max_ban_time);
+    policy->ipv6_prefix = static_cast<unsigned>(s.server.ipv6_prefix);
+    if (b.file_format != "cidr" && b.file_format != "iptables")
+      fail(file, node_for("blocklist", "file_format"), "blocklist.file_format",
+           "'" + b.file_format + "' is not cidr or iptables");
+    if (!b.exec.empty() && !b.exec.starts_with('/'))
+      fail(file, node_for("blocklist", "exec"), "blocklist.exec", "must be an absolute path");
+    if (!printable_ascii(b.reply) || !b.reply.starts_with('5'))
+      fail(file, node_for("blocklist", "reply"), "blocklist.reply",
+           "must be a printable 5xx reply line");
+    cfg.blocklist = std::move(policy);
+    if (!s.dnsbl_zone.listen.empty() && !valid_domain(s.dnsbl_zone.zone))
+      fail(file, node_for("dnsbl_zone", "zone"), "dnsbl_zone.zone",
+           "a zone name is needed when dnsbl_zone.listen is set");
+  }
 
   for (const auto& d : s.relay.domains) {
     std::string_view bare = d;

@@ -26,6 +26,7 @@
 
 #include "access_list.hpp"
 #include "batv.hpp"
+#include "blocklist.hpp"
 #include "header_rules.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
 #include "mxguard/net.hpp"
@@ -104,6 +105,26 @@ struct scan_settings {
   std::int64_t temp_file_above = 0;
   std::string temp_dir;
   duration reload_check_interval{0};
+};
+
+struct blocklist_settings {
+  duration sync_interval{0};
+  std::string import_file;
+  std::vector<std::string> auto_block;
+  std::vector<std::string> never_block;
+  duration ban_time{0}, max_ban_time{0};
+  std::string reply;
+  std::string nft_set, nft_set6, nft_drop_chain;
+  std::string ipset_set, ipset_set6;
+  std::int64_t ipset_maxelem = 0;
+  std::string file, file_format, exec;
+};
+
+struct dnsbl_zone_settings {
+  std::vector<std::string> listen;
+  std::string zone;
+  duration ttl{0};
+  std::string txt;
 };
 
 struct metrics_settings {
@@ -217,6 +238,8 @@ struct settings {
   redis_config redis;
   scan_settings scan;
   score_settings score;
+  blocklist_settings blocklist;
+  dnsbl_zone_settings dnsbl_zone;
   metrics_settings metrics;
   stats_settings stats;
   control_settings control;
@@ -266,6 +289,9 @@ struct config {
   std::optional<ratelimit::redis_settings> redis;  // set when redis.url is
   std::vector<ip_prefix> greylist_allowlist_networks;
   relay_domain_set greylist_allowlist_senders;
+
+  // [blocklist] compiled (auto-block rules, never-block networks).
+  std::shared_ptr<const blocklist_policy> blocklist;
 
   // [scan], [score] compiled. `signatures` is set when scanning is on.
   scan::content_policy content;

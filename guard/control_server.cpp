@@ -150,6 +150,53 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
       if (words.size() != 2) co_return error("usage: check IP|DOMAIN");
       co_return co_await check(words[1]);
     }
+    if (command == "block") {
+      // block PREFIX [DURATION|permanent] [REASON...]
+      if (words.size() < 2) co_return error("usage: block IP|CIDR [DURATION|permanent] [REASON]");
+      ratelimit::block_record r;
+      r.prefix = words[1];
+      r.rule = "manual";
+      r.created_ms = ratelimit::wall_clock_now();
+      std::size_t reason_from = 2;
+      if (words.size() > 2) {
+        if (words[2] == "permanent") {
+          reason_from = 3;
+        } else if (auto d = parse_duration(words[2]); d && d->count() > 0) {
+          r.expires_ms = r.created_ms + d->count();
+          reason_from = 3;
+        }
+      }
+      for (std::size_t i = reason_from; i < words.size(); ++i)
+        r.reason += (r.reason.empty() ? "" : " ") + words[i];
+      if (r.reason.empty()) r.reason = "blocked by the postmaster";
+      r.reason = ops::escape_client_text(r.reason, 200);
+      if (!ip_prefix::parse(r.prefix))
+        co_return error("'" + ops::escape_client_text(r.prefix, 60) +
+                        "' is not an address or CIDR prefix");
+      const auto shown = ip_prefix::parse(r.prefix)->to_string();
+      if (!co_await state.blocks().block(*state.store, std::move(r)))
+        co_return error("the state store did not take the entry");
+      co_return json{{"ok", true}, {"blocked", shown}};
+    }
+    if (command == "unblock") {
+      if (words.size() != 2) co_return error("usage: unblock IP|CIDR");
+      auto parsed = ip_prefix::parse(words[1]);
+      if (!parsed) co_return error("not an address or CIDR prefix");
+      if (!co_await state.blocks().unblock(*state.store, words[1]))
+        co_return error("the state store did not answer");
+      co_return json{{"ok", true}, {"unblocked", parsed->to_string()}};
+    }
+    if (command == "blocked") {
+      json list = json::array();
+      for (const auto& r : state.blocks().entries())
+        list.push_back({{"prefix", r.prefix},
+                        {"rule", r.rule},
+                        {"reason", r.reason},
+                        {"created_ms", r.created_ms},
+                        {"expires_ms", r.expires_ms},
+                        {"offences", r.offences}});
+      co_return json{{"ok", true}, {"entries", list}};
+    }
     if (command == "stats") {
       int days = 1;
       if (words.size() > 1) days = std::atoi(words[1].c_str());
@@ -163,8 +210,9 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
         co_return error("usage: report [DAYS] [text|html]");
       co_return report(days, format);
     }
-    co_return error("unknown command '" + ops::escape_client_text(command, 40) +
-                    "' (status, config, reload, check, stats, report, drain)");
+    co_return error(
+        "unknown command '" + ops::escape_client_text(command, 40) +
+        "' (status, config, reload, check, block, unblock, blocked, stats, report, drain)");
   }
 
   json status() {

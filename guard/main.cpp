@@ -3,8 +3,11 @@
 // SIGHUP reloads (a bad file is refused and the old one stays in force),
 // SIGTERM/SIGINT stop.
 #include <csignal>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -17,6 +20,8 @@
 
 #include "config.hpp"
 #include "control_server.hpp"
+#include "mxguard/dnsbl/zone.hpp"
+#include "mxguard/ops/firewall_feeder.hpp"
 #include "mxguard/ops/http_endpoint.hpp"
 #include "mxguard/ops/log.hpp"
 #include "mxguard/ops/stats.hpp"
@@ -139,6 +144,7 @@ std::string reload(daemon_state& state, boost::asio::io_context& control, const 
                        "scanning was off at start: scan.signatures takes effect on restart");
     }
     apply_log_format(cli_format, *cfg);
+    state.blocks().set_policy(cfg->blocklist);
     state.install(std::move(snapshot));
     ops::event("RELOAD").add("config", file).add("result", "ok").emit();
     return {};
@@ -150,6 +156,96 @@ std::string reload(daemon_state& state, boost::asio::io_context& control, const 
         .emit();
     return e.what();
   }
+}
+
+// Feeders from [blocklist], the import file, the auto-block rules and the
+// sync loop that keeps this instance's copy of the shared list current.
+void start_blocklist(daemon_state& state, boost::asio::io_context& control, const config& cfg) {
+  const auto& b = cfg.values.blocklist;
+  auto& blocks = state.blocks();
+  if (!b.nft_set.empty()) {
+    ops::nft_feeder::options o;
+    o.spec = ops::nft_set_spec::parse(b.nft_set, b.nft_set6, b.nft_drop_chain);
+    blocks.add_feeder(
+        std::make_unique<ops::feeder_runner>(std::make_unique<ops::nft_feeder>(std::move(o))));
+  }
+  if (!b.ipset_set.empty()) {
+    ops::ipset_feeder::options o;
+    o.spec =
+        ops::ipset_spec::make(b.ipset_set, b.ipset_set6, static_cast<std::size_t>(b.ipset_maxelem));
+    blocks.add_feeder(
+        std::make_unique<ops::feeder_runner>(std::make_unique<ops::ipset_feeder>(std::move(o))));
+  }
+  if (!b.file.empty())
+    blocks.add_feeder(std::make_unique<ops::feeder_runner>(std::make_unique<ops::file_feeder>(
+        ops::file_spec::make(b.file,
+                             b.file_format == "iptables" ? ops::file_format::iptables_restore
+                                                         : ops::file_format::cidr_list,
+                             true, true))));
+  if (!b.exec.empty())
+    blocks.add_feeder(std::make_unique<ops::feeder_runner>(std::make_unique<ops::exec_feeder>(
+        ops::exec_feeder::options{b.exec, std::chrono::seconds(5)})));
+  std::vector<const ops::feeder_runner*> runners;
+  for (const auto& f : blocks.feeders()) runners.push_back(f.get());
+  if (!runners.empty()) ops::register_feeder_metrics(state.metrics(), runners);
+  blocks.attach(control, state.store, cfg.blocklist);
+
+  std::vector<ratelimit::block_record> imported;
+  if (!b.import_file.empty()) {
+    std::ifstream in(b.import_file);
+    if (!in) throw std::runtime_error("blocklist.import_file: cannot read " + b.import_file);
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+      if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
+      std::istringstream words(line);
+      std::string prefix;
+      if (!(words >> prefix)) continue;
+      if (!ip_prefix::parse(prefix))
+        throw std::runtime_error(fmt::format("{}:{}: '{}' is not an address or CIDR prefix",
+                                             b.import_file, number, prefix));
+      std::string reason;
+      std::getline(words >> std::ws, reason);
+      ratelimit::block_record r;
+      r.prefix = prefix;
+      r.rule = "import";
+      r.reason = ops::escape_client_text(reason.empty() ? "imported" : reason, 200);
+      imported.push_back(std::move(r));
+    }
+  }
+  boost::asio::co_spawn(
+      control,
+      [&state, imported = std::move(imported),
+       interval = b.sync_interval]() mutable -> boost::asio::awaitable<void> {
+        for (auto& r : imported) co_await state.blocks().block(*state.store, std::move(r));
+        co_await state.blocks().sync_loop(state.store, interval);
+      },
+      [](std::exception_ptr e) {
+        if (e) ops::log_message(ops::severity::error, "BLOCKLIST", "sync loop ended by exception");
+      });
+}
+
+// The DNS zone that publishes the blocklist ([dnsbl_zone]).
+std::unique_ptr<dnsbl::zone_responder> start_zone(daemon_state& state,
+                                                  boost::asio::io_context& control,
+                                                  const config& cfg) {
+  const auto& z = cfg.values.dnsbl_zone;
+  if (z.listen.empty()) return nullptr;
+  dnsbl::zone_settings settings;
+  settings.zone = z.zone;
+  settings.listen = z.listen;
+  settings.ttl = std::chrono::duration_cast<std::chrono::seconds>(z.ttl);
+  settings.txt_template = z.txt;
+  if (auto problem = dnsbl::check_zone_settings(settings); !problem.empty())
+    throw std::runtime_error("dnsbl_zone." + problem);
+  auto responder = std::make_unique<dnsbl::zone_responder>(
+      control, settings,
+      [&state](const boost::asio::ip::address& address) -> std::optional<dnsbl::listing> {
+        auto hit = state.blocks().find(address);
+        if (!hit) return std::nullopt;
+        return dnsbl::listing{hit->reason};
+      });
+  responder->start();
+  return responder;
 }
 
 }  // namespace
@@ -251,6 +347,18 @@ int main(int argc, char** argv) {
       };
   signals.async_wait(on_signal);
 
+  // The blocklist: feeders, auto-block, the shared list's sync, the zone.
+  std::unique_ptr<dnsbl::zone_responder> zone;
+  try {
+    start_blocklist(state, control, *cfg);
+    zone = start_zone(state, control, *cfg);
+  } catch (const std::exception& e) {
+    std::cerr << "mxguard: " << e.what() << "\n";
+    if (state.scanner) state.scanner->stop();
+    srv.stop();
+    return 1;
+  }
+
   // Operations: statistics, the metrics endpoint, the control socket. Their
   // settings take effect at start (a reload keeps them).
   std::shared_ptr<ops::stats_backend> stats_backend;
@@ -340,6 +448,7 @@ int main(int argc, char** argv) {
       },
       [](std::exception_ptr) {});
   control.run();
+  if (zone) zone->stop();
   if (control_socket) control_socket->stop();
   if (metrics_endpoint) metrics_endpoint->stop();
   // The pool first: sessions still waiting for a scan get their answer on

@@ -59,6 +59,11 @@ void daemon_state::register_gauges() {
   metrics_.add_gauge_callback(
       "mxguard_buffered_bytes", "Message bytes held by all sessions (server.max_buffered_bytes).",
       [this] { return static_cast<double>(buffered_bytes_.load(std::memory_order_relaxed)); });
+  metrics_.add_gauge_callback("mxguard_blocklist_entries", "Entries on the blocklist.",
+                              [this] { return static_cast<double>(blocks_.size()); });
+  metrics_.add_counter_callback("mxguard_auto_blocks_total",
+                                "Clients this instance blocked by an auto-block rule.",
+                                [this] { return static_cast<double>(blocks_.auto_blocks()); });
   metrics_.add_gauge_callback(
       "mxguard_scan_queue_depth", "Messages waiting for a scan thread.",
       [this] { return scanner ? static_cast<double>(scanner->queued()) : 0.0; });

@@ -12,6 +12,7 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include "admission.hpp"
+#include "blocklist.hpp"
 #include "config.hpp"
 #include "limit_check.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
@@ -64,6 +65,8 @@ class daemon_state {
   // Metrics of this daemon (served by [metrics] listen) and the one place
   // that counts decisions into them and into the statistics.
   ops::registry& metrics() { return metrics_; }
+  // The shared blocklist, its auto-block rules and its publishers.
+  blocklist& blocks() { return blocks_; }
   observer& observe() { return observer_; }
 
   // Whether the last attempt to open a next-hop connection succeeded (for
@@ -79,6 +82,7 @@ class daemon_state {
   std::atomic<std::shared_ptr<const runtime_snapshot>> current_;
   ops::registry metrics_;
   observer observer_{metrics_};
+  blocklist blocks_;
   admission slots_;
   boost::asio::ssl::context relay_tls_;
   std::atomic<std::uint64_t> session_counter_{0};

@@ -50,12 +50,20 @@ void log_connect_refusal(const tcp::endpoint& client, const verdict& v, daemon_s
       .emit();
   state.observe().refused("connect", v.rule, v.reply, client.address().to_string(), {});
   state.observe().connection_refused();
+  if (!v.rule.starts_with("blocklist:")) state.blocks().event(v.rule, client.address(), false);
 }
 
 void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
   auto snapshot = state.current();
   const auto& cfg = *snapshot->cfg;
   const auto address = normalize(client.address());
+  // The cheapest refusal first: a blocked client gets one line and is gone.
+  if (auto blocked = state.blocks().find(address)) {
+    verdict v{action::reject, cfg.values.blocklist.reply, "blocklist:" + blocked->rule};
+    log_connect_refusal(client, v, state);
+    refuse_now(socket, v.reply);
+    return;
+  }
   verdict access = cfg.access.check(address);
   if (access.what == action::defer) {
     // 421 means "closing": nothing more to say.

@@ -228,6 +228,7 @@ void session::log_reject(std::string_view stage_name, std::string_view rule, std
   if (!rcpt.empty()) e.add("to", rcpt);
   if (!text.empty()) e.add("reply", text);
   e.emit();
+  state_.blocks().event(rule, facts_.client, facts_.allowlisted || facts_.trusted);
   state_.observe().refused(
       stage_name, rule, text, facts_.client.to_string(),
       envelope_.open && !envelope_.null_sender ? envelope_.sender.domain : std::string_view());
@@ -942,6 +943,7 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
         // a refusal, in the statistics).
         const bool virus = scanned && scanned->what == scan::outcome::virus;
         if (word == "REJECT") {
+          state_.blocks().event(rule, facts_.client, facts_.allowlisted || facts_.trusted);
           state_.observe().refused("end_of_data", rule, reply_text, facts_.client.to_string(),
                                    envelope_.null_sender
                                        ? std::string_view()
@@ -1043,6 +1045,7 @@ asio::awaitable<void> session::relay_message(
     ++messages_;
     log_transaction("RELAY", "next_hop", text, answer.first_line());
     state_.observe().transaction(decision.spam ? transaction_end::spam : transaction_end::relayed);
+    state_.blocks().event("message", facts_.client, facts_.allowlisted || facts_.trusted);
   } else {
     ++refused_;
     log_transaction("REJECT", answer.local ? "next_hop" : "next_hop_data", text,

@@ -148,6 +148,17 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check", "How the DNS lists judge an IP address or domain");
   std::string subject;
   check->add_option("subject", subject, "IP address or domain")->required();
+  auto* block = app.add_subcommand(
+      "block", "Block an address or CIDR prefix on every gateway sharing the state store");
+  std::string block_prefix, block_for = "permanent", block_reason;
+  block->add_option("prefix", block_prefix, "IP address or CIDR prefix")->required();
+  block->add_option("--for", block_for, "How long: a duration (1h, 7d) or permanent")
+      ->capture_default_str();
+  block->add_option("--reason", block_reason, "Why (shown in logs, the DNS zone's TXT)");
+  auto* unblock = app.add_subcommand("unblock", "Remove an entry from the blocklist");
+  std::string unblock_prefix;
+  unblock->add_option("prefix", unblock_prefix, "The entry's address or CIDR prefix")->required();
+  auto* blocked = app.add_subcommand("blocked", "List the blocklist");
   auto* stats = app.add_subcommand("stats", "Per-day counters by outcome");
   int stats_days = 7;
   stats->add_option("--days", stats_days, "Days back from today")->capture_default_str();
@@ -179,6 +190,18 @@ int main(int argc, char** argv) {
   if (*stats) request = "stats " + std::to_string(stats_days);
   if (*report) request = "report " + std::to_string(report_days) + " " + format;
   if (*drain) request = "drain";
+  if (*block) request = "block " + block_prefix + " " + block_for + " " + block_reason;
+  if (*unblock) request = "unblock " + unblock_prefix;
+  if (*blocked) request = "blocked";
+  for (const auto* word : {&block_prefix, &unblock_prefix, &block_for})
+    if (word->find_first_of(" \t\r\n") != std::string::npos) {
+      std::cerr << "mxguardctl: addresses and durations are one word\n";
+      return 2;
+    }
+  if (block_reason.find_first_of("\r\n") != std::string::npos) {
+    std::cerr << "mxguardctl: the reason is one line\n";
+    return 2;
+  }
   if (subject.find_first_of(" \t\r\n") != std::string::npos) {
     std::cerr << "mxguardctl: the subject must be one word\n";
     return 2;
@@ -235,6 +258,22 @@ int main(int argc, char** argv) {
     if (j.value("listed", false)) return exit_listed;
   }
   if (*stats) print_stats(j);
+  if (*block) std::cout << "blocked " << j["blocked"].get<std::string>() << "\n";
+  if (*unblock) std::cout << "unblocked " << j["unblocked"].get<std::string>() << "\n";
+  if (*blocked) {
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    for (const auto& e : j["entries"]) {
+      const auto expires = e["expires_ms"].get<std::int64_t>();
+      std::cout << std::left << std::setw(20) << e["prefix"].get<std::string>() << " "
+                << std::setw(24) << e["rule"].get<std::string>() << " " << std::setw(12)
+                << (expires == 0 ? std::string("permanent")
+                                 : std::to_string(std::max<std::int64_t>(0, expires - now) / 1000) +
+                                       "s left")
+                << " " << e["reason"].get<std::string>() << "\n";
+    }
+  }
   if (*drain) std::cout << "draining " << j["sessions"].get<std::int64_t>() << " sessions\n";
   return 0;
 }

@@ -2,6 +2,7 @@
 // the fallback while Redis is away (redis.failure = "local").
 #include <array>
 #include <list>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -27,6 +28,38 @@ class embedded_store final : public state_store {
       : per_shard_(std::max<std::size_t>(16, max_keys / shard_count)) {}
 
   std::string_view name() const override { return "embedded"; }
+
+  boost::asio::awaitable<bool> block_put(block_record record) override {
+    std::lock_guard lock(block_mutex_);
+    auto key = record.prefix;
+    blocks_[key] = std::move(record);
+    ++block_version_;
+    co_return true;
+  }
+
+  boost::asio::awaitable<bool> block_remove(std::string prefix) override {
+    std::lock_guard lock(block_mutex_);
+    if (blocks_.erase(prefix) > 0) ++block_version_;
+    co_return true;
+  }
+
+  boost::asio::awaitable<block_listing> block_list(std::int64_t known, millis now) override {
+    std::lock_guard lock(block_mutex_);
+    for (auto it = blocks_.begin(); it != blocks_.end();) {
+      if (it->second.expires_ms != 0 && it->second.expires_ms <= now) {
+        it = blocks_.erase(it);
+        ++block_version_;
+      } else {
+        ++it;
+      }
+    }
+    block_listing out;
+    out.version = block_version_;
+    if (known == block_version_) co_return out;
+    out.changed = true;
+    for (const auto& [prefix, record] : blocks_) out.entries.push_back(record);
+    co_return out;
+  }
 
   boost::asio::awaitable<store_decision> check_rates(std::vector<rate_key> keys,
                                                      millis now) override {
@@ -177,6 +210,9 @@ class embedded_store final : public state_store {
 
   std::size_t per_shard_;
   std::array<shard, shard_count> shards_;
+  std::mutex block_mutex_;
+  std::map<std::string, block_record> blocks_;
+  std::int64_t block_version_ = 1;
 };
 
 }  // namespace

@@ -100,4 +100,27 @@ grey_outcome greylist_step(triplet_record& record, millis now, const greylist_po
   return out;
 }
 
+std::string encode_block(const block_record& r) {
+  return fmt::format("{} {} {} {} {}", r.expires_ms, r.created_ms, r.offences,
+                     r.rule.empty() ? std::string("-") : r.rule, r.reason);
+}
+
+std::optional<block_record> decode_block(std::string prefix, std::string_view value) {
+  block_record r;
+  r.prefix = std::move(prefix);
+  std::int64_t* numbers[] = {&r.expires_ms, &r.created_ms, &r.offences};
+  for (auto* n : numbers) {
+    auto space = value.find(' ');
+    if (space == std::string_view::npos) return std::nullopt;
+    auto [p, ec] = std::from_chars(value.data(), value.data() + space, *n);
+    if (ec != std::errc{} || p != value.data() + space) return std::nullopt;
+    value.remove_prefix(space + 1);
+  }
+  auto space = value.find(' ');
+  r.rule = std::string(value.substr(0, space));
+  if (r.rule == "-") r.rule.clear();
+  if (space != std::string_view::npos) r.reason = std::string(value.substr(space + 1));
+  return r;
+}
+
 }  // namespace mxguard::ratelimit

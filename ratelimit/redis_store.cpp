@@ -138,6 +138,44 @@ std::string sha1_hex(std::string_view text) {
 
 // --- replies ---------------------------------------------------------------------
 
+// Blocklist, add or replace. KEYS[1]: the entries hash, KEYS[2]: the version
+// counter (one hash tag, so Cluster keeps them together). ARGV: prefix,
+// encoded entry, key lifetime (ms). Returns the new version.
+constexpr const char* block_put_script = R"lua(
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return v
+)lua";
+
+// Blocklist, remove. KEYS as above; ARGV: prefix. Returns the version.
+constexpr const char* block_remove_script = R"lua(
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return redis.call('INCR', KEYS[2]) end
+return tonumber(redis.call('GET', KEYS[2]) or '0')
+)lua";
+
+// Blocklist, read. KEYS as above; ARGV: the version the caller has, now (ms).
+// {version} when nothing changed; else {version, prefix, entry, ...} without
+// expired entries (which are deleted on the way).
+constexpr const char* block_list_script = R"lua(
+local v = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tostring(v) == ARGV[1] then return {v} end
+local all = redis.call('HGETALL', KEYS[1])
+local out = {v}
+local now = tonumber(ARGV[2])
+for i = 1, #all, 2 do
+  local expires = tonumber(string.match(all[i + 1], '^(%d+)'))
+  if expires ~= nil and expires ~= 0 and expires <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+)lua";
+
 struct redis_value {
   int type = 0;  // REDIS_REPLY_*; 0 = no reply (timeout, disconnect)
   long long integer = 0;
@@ -299,7 +337,59 @@ class redis_store final : public state_store {
         rates_sha_(sha1_hex(rates_script)),
         greylist_sha_(sha1_hex(greylist_script)),
         lease_sha_(sha1_hex(lease_script)),
-        release_sha_(sha1_hex(release_script)) {}
+        release_sha_(sha1_hex(release_script)),
+        block_put_sha_(sha1_hex(block_put_script)),
+        block_remove_sha_(sha1_hex(block_remove_script)),
+        block_list_sha_(sha1_hex(block_list_script)) {}
+
+  // The blocklist is not mirrored in the fallback store: while Redis is
+  // away, each instance keeps the list it last read.
+  asio::awaitable<bool> block_put(block_record record) override {
+    std::vector<std::string> args{"EVALSHA",
+                                  block_put_sha_,
+                                  "2",
+                                  settings_.prefix + "{bl}:entries",
+                                  settings_.prefix + "{bl}:version",
+                                  record.prefix,
+                                  encode_block(record),
+                                  std::to_string(block_key_lifetime_ms)};
+    auto reply = co_await script(std::move(args), block_put_script);
+    co_return reply.has_value();
+  }
+
+  asio::awaitable<bool> block_remove(std::string prefix) override {
+    std::vector<std::string> args{"EVALSHA",
+                                  block_remove_sha_,
+                                  "2",
+                                  settings_.prefix + "{bl}:entries",
+                                  settings_.prefix + "{bl}:version",
+                                  std::move(prefix)};
+    auto reply = co_await script(std::move(args), block_remove_script);
+    co_return reply.has_value();
+  }
+
+  asio::awaitable<block_listing> block_list(std::int64_t known, millis now) override {
+    std::vector<std::string> args{"EVALSHA",
+                                  block_list_sha_,
+                                  "2",
+                                  settings_.prefix + "{bl}:entries",
+                                  settings_.prefix + "{bl}:version",
+                                  std::to_string(known),
+                                  std::to_string(now)};
+    auto reply = co_await script(std::move(args), block_list_script);
+    block_listing out;
+    if (!reply || reply->elements.empty()) {
+      out.failed = true;
+      co_return out;
+    }
+    out.version = reply->elements[0].integer;
+    if (reply->elements.size() == 1 && out.version == known) co_return out;
+    out.changed = true;
+    for (std::size_t i = 1; i + 1 < reply->elements.size(); i += 2)
+      if (auto r = decode_block(reply->elements[i].text, reply->elements[i + 1].text))
+        out.entries.push_back(std::move(*r));
+    co_return out;
+  }
 
   asio::awaitable<lease_answer> acquire_lease(std::string key, std::string instance,
                                               std::int64_t limit, millis ttl) override {
@@ -467,11 +557,11 @@ class redis_store final : public state_store {
       mark_down(conn, "connection lost");
       co_return std::nullopt;
     }
-    latency_us_.fetch_add(static_cast<std::uint64_t>(
-                              std::chrono::duration_cast<std::chrono::microseconds>(
-                                  std::chrono::steady_clock::now() - started)
-                                  .count()),
-                          std::memory_order_relaxed);
+    latency_us_.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                       std::chrono::steady_clock::now() - started)
+                                       .count()),
+        std::memory_order_relaxed);
     answered_.fetch_add(1, std::memory_order_relaxed);
     co_return std::move(w->value);
   }
@@ -597,6 +687,9 @@ class redis_store final : public state_store {
   redis_settings settings_;
   std::shared_ptr<state_store> fallback_;
   std::string rates_sha_, greylist_sha_, lease_sha_, release_sha_;
+  std::string block_put_sha_, block_remove_sha_, block_list_sha_;
+  // The blocklist keys outlive their longest entry (bans are capped below it).
+  static constexpr std::int64_t block_key_lifetime_ms = 400ll * 24 * 3600 * 1000;
   std::atomic<bool> down_{false};
   std::atomic<std::uint64_t> calls_{0}, answered_{0}, latency_us_{0};
 };

@@ -90,6 +90,25 @@ struct store_decision {
   std::size_t refused_index = 0;  // which key refused, when refused
 };
 
+// One blocklist entry as the store keeps it (the pair shares the list).
+struct block_record {
+  std::string prefix;  // canonical CIDR text ("192.0.2.7/32")
+  std::int64_t created_ms = 0;
+  std::int64_t expires_ms = 0;  // wall clock; 0 = permanent
+  std::string rule;             // what made it: "manual", "auto:limits:*", "import"
+  std::string reason;           // printable ASCII, no newlines
+  std::int64_t offences = 1;    // auto-block: how many times this prefix was blocked
+};
+struct block_listing {
+  std::int64_t version = 0;  // changes with every add and remove
+  bool changed = false;      // false: `entries` is empty, nothing new since `known`
+  bool failed = false;       // the store could not be asked
+  std::vector<block_record> entries;
+};
+// "expires created offences rule reason" and back; nullopt when malformed.
+std::string encode_block(const block_record& r);
+std::optional<block_record> decode_block(std::string prefix, std::string_view value);
+
 // For the metrics: is the shared store reachable, and how fast it answers.
 struct store_health {
   bool remote = false;  // Redis; false for the embedded store
@@ -135,6 +154,14 @@ class state_store {
                                                      millis ttl) = 0;
   // Says this instance is alive for `ttl`; call every ttl/3.
   virtual boost::asio::awaitable<void> heartbeat(std::string instance, millis ttl) = 0;
+
+  // The blocklist. Writes bump a version; readers poll `block_list(known)`,
+  // which returns the entries only when the version moved, so polling every
+  // few hundred ms costs one small round trip. Expired entries are dropped
+  // by the store. False / failed when the store cannot be reached.
+  virtual boost::asio::awaitable<bool> block_put(block_record record) = 0;
+  virtual boost::asio::awaitable<bool> block_remove(std::string prefix) = 0;
+  virtual boost::asio::awaitable<block_listing> block_list(std::int64_t known, millis now) = 0;
 };
 
 // The embedded store: sharded maps in this process, each entry with an
