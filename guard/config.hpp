@@ -64,6 +64,7 @@ struct server_settings {
   bool add_received_header = true;
   std::vector<std::string> proxy_protocol_from;
   duration proxy_protocol_timeout{};
+  std::string user;
 };
 
 struct tls_settings {

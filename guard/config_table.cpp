@@ -38,6 +38,11 @@ const setting_spec table[] = {
      MXG_FIELD(server, listen)},
     {"server", "hostname", value_kind::string, R"("localhost")", 0, 0,
      "Name in the banner, EHLO reply and Received header.", MXG_FIELD(server, hostname)},
+    {"server", "user", value_kind::string, R"("")", 0, 0,
+     "Switch to this user (and its groups) once every socket is bound, when started as root; "
+     "empty = stay. Under systemd use `User=` with ambient capabilities instead (the firewall "
+     "feeders need CAP_NET_ADMIN, which a switch drops).",
+     MXG_FIELD(server, user)},
     {"server", "workers", value_kind::integer, "0", 0, 256,
      "I/O threads, each with its own SO_REUSEPORT listener; 0 = number of cores.",
      MXG_FIELD(server, workers)},

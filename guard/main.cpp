@@ -2,7 +2,13 @@
 // validates the configuration, starts the workers and handles signals:
 // SIGHUP reloads (a bad file is refused and the old one stays in force),
 // SIGTERM/SIGINT stop.
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -156,6 +162,17 @@ std::string reload(daemon_state& state, boost::asio::io_context& control, const 
         .emit();
     return e.what();
   }
+}
+
+// Switches to `user` and its groups for good; why not, or "".
+std::string drop_privileges(const std::string& user) {
+  const passwd* pw = ::getpwnam(user.c_str());
+  if (pw == nullptr) return "no user '" + user + "'";
+  if (::initgroups(pw->pw_name, pw->pw_gid) != 0 || ::setgid(pw->pw_gid) != 0 ||
+      ::setuid(pw->pw_uid) != 0)
+    return std::string("cannot switch to '") + user + "': " + std::strerror(errno);
+  if (pw->pw_uid != 0 && ::setuid(0) == 0) return "could regain root after switching";
+  return {};
 }
 
 // Feeders from [blocklist], the import file, the auto-block rules and the
@@ -447,6 +464,16 @@ int main(int argc, char** argv) {
         }
       },
       [](std::exception_ptr) {});
+  // Everything is bound: the rest of the life needs no root.
+  if (!cfg->values.server.user.empty()) {
+    if (auto problem = drop_privileges(cfg->values.server.user); !problem.empty()) {
+      std::cerr << "mxguard: server.user: " << problem << "\n";
+      if (state.scanner) state.scanner->stop();
+      srv.stop();
+      return 1;
+    }
+    ops::event("PRIVILEGES").add("user", cfg->values.server.user).emit();
+  }
   control.run();
   if (zone) zone->stop();
   if (control_socket) control_socket->stop();
