@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "mxguard/units.hpp"
 #include "smtp_syntax.hpp"
 #include "text.hpp"
 
@@ -659,21 +660,9 @@ std::optional<duration> parse_duration(std::string_view text) {
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
   if (ec != std::errc{} || p == text.data() || n < 0) return std::nullopt;
   std::string_view unit(p, static_cast<std::size_t>(text.data() + text.size() - p));
-  std::int64_t scale;
-  if (unit == "ms")
-    scale = 1;
-  else if (unit == "s" || unit.empty())
-    scale = 1000;
-  else if (unit == "m")
-    scale = 60'000;
-  else if (unit == "h")
-    scale = 3'600'000;
-  else if (unit == "d")
-    scale = 86'400'000;
-  else
-    return std::nullopt;
-  if (n > (1ll << 50) / scale) return std::nullopt;
-  return duration(n * scale);
+  auto scale = unit_millis(unit.empty() ? "s" : unit);  // a bare number is seconds
+  if (!scale || n > (1ll << 50) / *scale) return std::nullopt;
+  return duration(n * *scale);
 }
 
 std::optional<std::int64_t> parse_size(std::string_view text) {

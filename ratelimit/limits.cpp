@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "mxguard/ratelimit/ratelimit.hpp"
+#include "mxguard/units.hpp"
 
 namespace mxguard::ratelimit {
 
@@ -26,21 +27,9 @@ std::optional<rate> parse_rate(std::string_view text) {
   auto [q, ec2] = std::from_chars(per.data(), per.data() + per.size(), n);
   if (ec2 != std::errc{}) n = 1, q = per.data();  // "30/m" means one minute
   std::string_view unit(q, static_cast<std::size_t>(per.data() + per.size() - q));
-  millis scale;
-  if (unit == "ms")
-    scale = 1;
-  else if (unit == "s")
-    scale = 1000;
-  else if (unit == "m")
-    scale = 60'000;
-  else if (unit == "h")
-    scale = 3'600'000;
-  else if (unit == "d")
-    scale = 86'400'000;
-  else
-    return std::nullopt;
-  if (n <= 0 || n > 1'000'000) return std::nullopt;
-  return rate{count, n * scale};
+  auto scale = unit_millis(unit);
+  if (!scale || n <= 0 || n > 1'000'000) return std::nullopt;
+  return rate{count, n * *scale};
 }
 
 std::string to_string(const rate& r) {
