@@ -225,7 +225,8 @@ asio::awaitable<std::optional<dns_result>> tcp_exchange(const asio::ip::udp::end
                                                         std::uint16_t id) {
   auto executor = co_await asio::this_coro::executor;
   asio::ip::tcp::socket socket(executor);
-  auto [cec] = co_await socket.async_connect({server.address(), server.port()}, use_tuple);
+  const asio::ip::tcp::endpoint peer(server.address(), server.port());  // named: GCC 12
+  auto [cec] = co_await socket.async_connect(peer, use_tuple);
   if (cec) co_return failed(dns_result::status::error, "tcp connect: " + cec.message());
   // RFC 1035 §4.2.2: a two-byte length before the message.
   std::vector<std::uint8_t> framed(query.size() + 2);
