@@ -152,6 +152,8 @@ struct score_settings {
 
 struct log_settings {
   std::string format;
+  std::string file;
+  bool syslog = false;
 };
 
 struct dnsbl_settings {

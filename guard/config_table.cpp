@@ -445,6 +445,13 @@ const setting_spec table[] = {
     {"log", "format", value_kind::string, R"("kv")", 0, 0,
      "`kv` (key=value) or `json`, one line per event; `--log-format` overrides.",
      MXG_FIELD(log, format)},
+    {"log", "file", value_kind::string, R"("")", 0, 0,
+     "Append the log to this file instead of stderr; SIGUSR1 reopens it (after logrotate). "
+     "Takes effect at start.",
+     MXG_FIELD(log, file)},
+    {"log", "syslog", value_kind::boolean, "false", 0, 0,
+     "Log through syslog(3) (facility mail, ident mxguard) instead of stderr; at start.",
+     MXG_FIELD(log, syslog)},
 };
 
 #undef MXG_FIELD

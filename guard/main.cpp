@@ -328,11 +328,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   apply_log_format(log_format, *cfg);
+  if (cfg->values.log.syslog) {
+    ops::log_to_syslog();
+  } else if (!cfg->values.log.file.empty()) {
+    std::string error;
+    if (!ops::log_to_file(cfg->values.log.file, error)) {
+      std::cerr << "mxguard: log.file: " << error << "\n";
+      return 1;
+    }
+  }
 
   // Signals are taken by the main thread's own io_context; block them in the
   // workers so that none of them is interrupted.
   boost::asio::io_context control;
   boost::asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
+  signals.add(SIGUSR1);
   unsigned workers = static_cast<unsigned>(cfg->values.server.workers);
   if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
   server srv(state);
@@ -354,6 +364,12 @@ int main(int argc, char** argv) {
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int number) {
         if (ec) return;
+        if (number == SIGUSR1) {
+          ops::reopen_log_file();
+          ops::event("LOG_REOPENED").emit();
+          signals.async_wait(on_signal);
+          return;
+        }
         if (number == SIGHUP) {
           reload(state, control, config_file, log_format);
           signals.async_wait(on_signal);

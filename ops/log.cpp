@@ -1,5 +1,12 @@
 #include "mxguard/ops/log.hpp"
 
+#include <fcntl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+
 #include <unistd.h>
 
 #include <atomic>
@@ -53,7 +60,19 @@ bool needs_quotes(std::string_view s) {
   return false;
 }
 
-void write_line(std::string& line) {
+std::atomic<bool> syslog_{false};
+std::mutex file_mutex_;
+std::string file_path_;
+
+void write_line(std::string& line, severity level) {
+  if (syslog_.load(std::memory_order_relaxed)) {
+    // syslog(3) adds the time, host, ident and pid; one record per line.
+    const int priority = level == severity::error     ? LOG_ERR
+                         : level == severity::warning ? LOG_WARNING
+                                                      : LOG_INFO;
+    ::syslog(priority, "%.*s", static_cast<int>(line.size()), line.data());
+    return;
+  }
   line.push_back('\n');
   const char* p = line.data();
   std::size_t left = line.size();
@@ -80,6 +99,34 @@ void set_log_fd(int fd) {
   fd_.store(fd < 0 ? 2 : fd);
 }
 
+bool log_to_file(const std::string& path, std::string& error) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    error = path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::lock_guard lock(file_mutex_);
+  file_path_ = path;
+  fd_.store(fd);
+  return true;
+}
+
+void reopen_log_file() {
+  std::lock_guard lock(file_mutex_);
+  if (file_path_.empty()) return;
+  int fd = ::open(file_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return;  // keep writing to the old file rather than to nowhere
+  // dup2 swaps the file behind the descriptor in one step: a line being
+  // written from another thread lands whole in the old file or the new.
+  ::dup2(fd, fd_.load());
+  ::close(fd);
+}
+
+void log_to_syslog() {
+  ::openlog("mxguard", LOG_PID | LOG_NDELAY, LOG_MAIL);
+  syslog_.store(true);
+}
+
 std::string escape_client_text(std::string_view text, std::size_t max) {
   std::string out;
   out.reserve(std::min(text.size(), max) + 8);
@@ -98,7 +145,7 @@ std::string escape_client_text(std::string_view text, std::size_t max) {
 }
 
 event::event(std::string_view word, severity level)
-    : json_(format_.load(std::memory_order_relaxed) == log_format::json) {
+    : json_(format_.load(std::memory_order_relaxed) == log_format::json), level_(level) {
   line_.reserve(256);
   if (json_) {
     line_.append("{\"event\":");
@@ -166,7 +213,7 @@ event& event::add(std::string_view key, double value) {
 
 void event::emit() {
   if (json_) line_.push_back('}');
-  write_line(line_);
+  write_line(line_, level_);
 }
 
 void log_message(severity level, std::string_view word, std::string_view text) {

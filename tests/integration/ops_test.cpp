@@ -4,6 +4,8 @@
 // smtp-sink, rbldnsd, libclamav with a signature written here.
 #include <sys/socket.h>
 
+#include <csignal>
+
 #include <map>
 #include <regex>
 
@@ -320,6 +322,39 @@ TEST(Ops, StatisticsSurviveARestart) {
   EXPECT_NE(stats.output.find("\"outcome:tempfailed\": 1"), std::string::npos) << stats.output;
   EXPECT_NE(stats.output.find("\"outcome:virus\": 1"), std::string::npos) << stats.output;
   EXPECT_NE(stats.output.find("\"virus:Mxguard.Test.Marker"), std::string::npos) << stats.output;
+}
+
+}  // namespace mxguard::test
+
+namespace mxguard::test {
+
+TEST(Ops, LogFileIsReopenedOnSigusr1AfterRotation) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  auto log = dir / "mail.log";
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[log]\nfile = " + quoted(log.string()) + "\n"));
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  c.read_reply();
+  c.command("QUIT");
+  std::this_thread::sleep_for(100ms);
+  EXPECT_NE(read_file(log).find("CONNECT"), std::string::npos);
+  fs::rename(log, dir / "mail.log.1");  // what logrotate does
+  mx.process().signal(SIGUSR1);
+  std::string reopened;
+  for (int i = 0; i < 50 && reopened.find("LOG_REOPENED") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(20ms);
+    if (fs::exists(log)) reopened = read_file(log);
+  }
+  EXPECT_NE(reopened.find("LOG_REOPENED"), std::string::npos);
+  smtp_client after;
+  ASSERT_TRUE(after.connect(mx.port()));
+  after.read_reply();
+  after.command("QUIT");
+  std::this_thread::sleep_for(100ms);
+  EXPECT_NE(read_file(log).find("DISCONNECT"), std::string::npos) << "new lines go to the new file";
+  EXPECT_EQ(read_file(dir / "mail.log.1").find("LOG_REOPENED"), std::string::npos);
 }
 
 }  // namespace mxguard::test

@@ -24,6 +24,12 @@ void set_log_format(log_format f);
 log_format current_log_format();
 // Redirect output (tests); -1 restores stderr.
 void set_log_fd(int fd);
+// Append to a file instead of stderr; `reopen_log_file` (SIGUSR1) opens the
+// path again after logrotate moved the file away.
+bool log_to_file(const std::string& path, std::string& error);
+void reopen_log_file();
+// syslog(3), facility mail, ident "mxguard", instead of stderr.
+void log_to_syslog();
 
 // Builds one event line; `emit()` writes it.
 class event {
@@ -48,6 +54,7 @@ class event {
  private:
   std::string line_;
   bool json_;
+  severity level_;
 };
 
 // Escapes and truncates client-supplied bytes for a log field.
