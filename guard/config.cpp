@@ -547,6 +547,11 @@ void compile(config& cfg, const toml::table& root) {
       fail(file, node_for("blocklist", "reply"), "blocklist.reply",
            "must be a printable 5xx reply line");
     cfg.blocklist = std::move(policy);
+    if (s.stats.store != "file" && s.stats.store != "redis")
+      fail(file, node_for("stats", "store"), "stats.store",
+           "'" + s.stats.store + "' is not file or redis");
+    if (s.stats.store == "redis" && s.redis.url.empty())
+      fail(file, node_for("stats", "store"), "stats.store", "\"redis\" needs redis.url");
     if (!s.dnsbl_zone.listen.empty() && !valid_domain(s.dnsbl_zone.zone))
       fail(file, node_for("dnsbl_zone", "zone"), "dnsbl_zone.zone",
            "a zone name is needed when dnsbl_zone.listen is set");

@@ -133,6 +133,7 @@ struct metrics_settings {
 };
 
 struct stats_settings {
+  std::string store;
   std::string file;
   duration flush_interval{0};
   std::int64_t retention_days = 0;

@@ -423,8 +423,13 @@ const setting_spec table[] = {
      "`127.0.0.1:9125`; empty = none. Keep it on loopback or a management network.",
      MXG_FIELD(metrics, listen)},
     // [stats]
+    {"stats", "store", value_kind::string, R"("file")", 0, 0,
+     "`file` (`stats.file`, this gateway) or `redis` (the [redis] server: both gateways of a pair "
+     "count into the same days).",
+     MXG_FIELD(stats, store)},
     {"stats", "file", value_kind::string, R"("")", 0, 0,
-     "Per-day statistics file (JSON), kept across restarts; empty = no statistics.",
+     "Per-day statistics file (JSON), kept across restarts; empty (with `store = \"file\"`) = "
+     "no statistics.",
      MXG_FIELD(stats, file)},
     {"stats", "flush_interval", value_kind::duration, R"("60s")", 100, hour,
      "How often counted decisions are written out.", MXG_FIELD(stats, flush_interval)},

@@ -31,6 +31,7 @@
 #include "mxguard/ops/http_endpoint.hpp"
 #include "mxguard/ops/log.hpp"
 #include "mxguard/ops/stats.hpp"
+#include "mxguard/ratelimit/redis_stats.hpp"
 #include "runtime.hpp"
 #include "server.hpp"
 
@@ -400,11 +401,15 @@ int main(int argc, char** argv) {
   bool draining = false;
   try {
     const auto& ops_cfg = cfg->values;
-    if (!ops_cfg.stats.file.empty()) {
+    if (ops_cfg.stats.store == "redis" || !ops_cfg.stats.file.empty()) {
       ops::file_stats_backend::options options;
       options.retention_days = static_cast<int>(ops_cfg.stats.retention_days);
       options.max_names_per_day = static_cast<std::size_t>(ops_cfg.stats.max_names_per_day);
-      stats_backend = std::make_shared<ops::file_stats_backend>(ops_cfg.stats.file, options);
+      if (ops_cfg.stats.store == "redis")
+        stats_backend = ratelimit::make_redis_stats_backend(*cfg->redis, options.retention_days,
+                                                            options.max_names_per_day);
+      else
+        stats_backend = std::make_shared<ops::file_stats_backend>(ops_cfg.stats.file, options);
       ops::stats_recorder_options recorder_options;
       recorder_options.max_names_per_day = options.max_names_per_day;
       recorder_options.flush_interval = ops_cfg.stats.flush_interval;

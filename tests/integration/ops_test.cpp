@@ -358,3 +358,44 @@ TEST(Ops, LogFileIsReopenedOnSigusr1AfterRotation) {
 }
 
 }  // namespace mxguard::test
+
+namespace mxguard::test {
+
+TEST(Ops, PairCountsIntoTheSameDaysThroughRedis) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  auto config = [&](const std::string& name) {
+    return base_config(quoted(sink.address()), "",
+                       "\n[redis]\nurl = " + quoted(redis.url()) +
+                           "\n\n[stats]\nstore = \"redis\"\nflush_interval = \"200ms\"\n"
+                           "\n[control]\nsocket = " +
+                           quoted((dir / (name + ".sock")).string()) + "\n");
+  };
+  guard a(dir, config("a"), "a");
+  guard b(dir, config("b"), "b");
+  for (int port : {a.port(), b.port()}) {
+    smtp_client c;
+    ASSERT_TRUE(c.connect(port));
+    c.read_reply();
+    ASSERT_EQ(c.start_transaction("s@remote.example", "user@example.org").code, 250);
+    ASSERT_EQ(c.send_message(make_message("pair", "hi\r\n")).code, 250);
+    c.command("QUIT");
+  }
+  std::string out;
+  for (int i = 0; i < 50; ++i) {
+    auto log = dir / ("pair-" + std::to_string(i) + ".out");
+    child ctl(
+        {MXGUARDCTL_BINARY, "-s", (dir / "a.sock").string(), "--json", "stats", "--days", "1"},
+        log);
+    ctl.wait_exit(10s);
+    out = read_file(log);
+    if (out.find("\"outcome:accepted\": 2") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(out.find("\"outcome:accepted\": 2"), std::string::npos)
+      << "A's report counts B's message too: " << out;
+  EXPECT_NE(redis.cli("--scan --pattern 'mxg:stats:*'").find("mxg:stats:"), std::string::npos);
+}
+
+}  // namespace mxguard::test
