@@ -204,6 +204,7 @@ struct limits_settings {
   std::int64_t ipv4_prefix = 0;
   std::int64_t ipv6_prefix = 0;
   std::int64_t max_keys = 0;
+  duration pass_cache_ttl{0};
 };
 
 struct redis_config {

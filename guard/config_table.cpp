@@ -285,6 +285,11 @@ const setting_spec table[] = {
      "Clients (CIDR) whose null-sender mail is not checked for tags (e.g. list servers).",
      MXG_FIELD(batv, exempt_clients)},
     // [limits]
+    {"limits", "pass_cache_ttl", value_kind::duration, R"("0s")", 0, 30 * day,
+     "A client that passed the DNS lists and the early-talker test is not tested again for "
+     "this long, on every gateway sharing the state store (postscreen keeps its cache per "
+     "host; it uses 1h for lists, 1d for the greeting); 0 = always test.",
+     MXG_FIELD(limits, pass_cache_ttl)},
     {"limits", "connections_per_ip", value_kind::string, R"("0")", 0, 0,
      "New connections per client (`N/period`, e.g. `30/1m`); past it `421 4.7.0`. 0 = no limit.",
      MXG_FIELD(limits, connections_per_ip)},

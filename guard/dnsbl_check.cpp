@@ -59,6 +59,7 @@ int count(const dnsbl::score& sc, dnsbl::verdict_kind k) {
 }  // namespace
 
 boost::asio::awaitable<verdict> dnsbl_check::check_client(const check_input& input) {
+  if (input.session.passed_before) co_return verdict::pass();
   auto sc = co_await engine_->score_client(input.session.client);
   const int timeouts = count(sc, dnsbl::verdict_kind::timeout);
   const int errors = count(sc, dnsbl::verdict_kind::error);

@@ -36,6 +36,7 @@ struct session_facts {
   bool trusted = false;      // from relay.trusted_networks
   bool allowlisted = false;  // access OK or a DNS allowlist: later checks may skip
   int dnsbl_score = 0;
+  bool passed_before = false;  // in the pass cache: DNS lists and greet pause are skipped
 };
 
 struct envelope {

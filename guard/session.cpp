@@ -292,6 +292,16 @@ asio::awaitable<void> session::run() {
 
   bool refused_at_connect = false;
   facts_.allowlisted = allowlisted_;
+  // The shared pass cache: a client that passed the tests lately (on this
+  // gateway or its pair) is not tested again.
+  const auto pass_ttl = cfg_.values.limits.pass_cache_ttl;
+  const bool pass_tests = pass_ttl.count() > 0 && !preset_refusal_ && !allowlisted_ &&
+                          state_.store && (snapshot_->dnsbl || limits_.greet_pause.count() > 0);
+  std::string pass_key;
+  if (pass_tests) {
+    pass_key = "pass:" + client_key(facts_.client, cfg_.values.server.ipv6_prefix).to_string();
+    facts_.passed_before = co_await state_.store->passed(pass_key, ratelimit::wall_clock_now());
+  }
   if (preset_refusal_ || (!allowlisted_ && !snapshot_->policy->empty_for(stage::connect))) {
     // An access-list REJECT was decided at admission; other checks run now.
     // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
@@ -329,7 +339,7 @@ asio::awaitable<void> session::run() {
   }
 
   if (!refused_at_connect && limits_.greet_pause.count() > 0 && !facts_.allowlisted &&
-      !facts_.trusted && co_await talked_early()) {
+      !facts_.trusted && !facts_.passed_before && co_await talked_early()) {
     const std::string text = "554 5.5.1 Error: you talked before the greeting";
     ++refused_;
     log_reject("connect", "pregreet", text);
@@ -341,6 +351,9 @@ asio::awaitable<void> session::run() {
     state_.observe().connection_refused();
   else
     state_.observe().connection_accepted();
+  // Passed (not merely let in at RCPT with a pending refusal): remember it.
+  if (pass_tests && !refused_at_connect && !facts_.passed_before && !pending_refusal_)
+    co_await state_.store->mark_passed(pass_key, pass_ttl.count(), ratelimit::wall_clock_now());
   if (!refused_at_connect) {
     set_deadline(limits_.command_timeout);
     reply(fmt::format("220 {} {}", limits_.hostname, limits_.banner));

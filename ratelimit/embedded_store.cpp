@@ -29,6 +29,21 @@ class embedded_store final : public state_store {
 
   std::string_view name() const override { return "embedded"; }
 
+  boost::asio::awaitable<bool> passed(std::string key, millis now) override {
+    auto& s = shard_for(key);
+    std::lock_guard lock(s.mutex);
+    auto it = s.entries.find(key);
+    co_return it != s.entries.end() && it->second.expires > now;
+  }
+
+  boost::asio::awaitable<void> mark_passed(std::string key, millis ttl, millis now) override {
+    auto& s = shard_for(key);
+    std::lock_guard lock(s.mutex);
+    touch(s, key, now).expires = now + ttl;
+    evict(s);
+    co_return;
+  }
+
   boost::asio::awaitable<bool> block_put(block_record record) override {
     std::lock_guard lock(block_mutex_);
     auto key = record.prefix;

@@ -342,6 +342,24 @@ class redis_store final : public state_store {
         block_remove_sha_(sha1_hex(block_remove_script)),
         block_list_sha_(sha1_hex(block_list_script)) {}
 
+  asio::awaitable<bool> passed(std::string key, millis now) override {
+    std::vector<std::string> args{"EXISTS", settings_.prefix + key};
+    auto reply = co_await call(std::move(args));
+    if (!reply) {
+      if (settings_.failure == redis_settings::on_failure::local)
+        co_return co_await fallback_->passed(std::move(key), now);
+      co_return false;
+    }
+    co_return reply->integer == 1;
+  }
+
+  asio::awaitable<void> mark_passed(std::string key, millis ttl, millis now) override {
+    std::vector<std::string> args{"SET", settings_.prefix + key, "1", "PX", std::to_string(ttl)};
+    auto reply = co_await call(std::move(args));
+    if (!reply && settings_.failure == redis_settings::on_failure::local)
+      co_await fallback_->mark_passed(std::move(key), ttl, now);
+  }
+
   // The blocklist is not mirrored in the fallback store: while Redis is
   // away, each instance keeps the list it last read.
   asio::awaitable<bool> block_put(block_record record) override {

@@ -155,6 +155,13 @@ class state_store {
   // Says this instance is alive for `ttl`; call every ttl/3.
   virtual boost::asio::awaitable<void> heartbeat(std::string instance, millis ttl) = 0;
 
+  // The pass cache (postscreen's, but shared by the pair): a client that
+  // passed the DNS lists and the early-talker test is marked for `ttl`, and
+  // not tested again on any gateway while the mark lasts. False when unknown
+  // or the store cannot answer (the tests then simply run).
+  virtual boost::asio::awaitable<bool> passed(std::string key, millis now) = 0;
+  virtual boost::asio::awaitable<void> mark_passed(std::string key, millis ttl, millis now) = 0;
+
   // The blocklist. Writes bump a version; readers poll `block_list(known)`,
   // which returns the entries only when the version moved, so polling every
   // few hundred ms costs one small round trip. Expired entries are dropped
