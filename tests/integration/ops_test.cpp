@@ -17,16 +17,6 @@ namespace {
 
 const std::string virus_marker = "MXGUARD-OPS-TEST-VIRUS-MARKER";
 
-std::string hex_of(const std::string& s) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
 struct ops_setup {
   int metrics_port = free_port();
   fs::path socket;
@@ -40,7 +30,7 @@ std::string ops_config(const temp_dir& dir, const smtp_sink& sink, const rbldnsd
   s.stats = dir / "stats.json";
   s.sigs = dir / "sigs";
   fs::create_directories(s.sigs);
-  write_file(s.sigs / "test.ndb", "Mxguard.Test.Marker:0:*:" + hex_of(virus_marker) + "\n");
+  write_file(s.sigs / "test.ndb", "Mxguard.Test.Marker:0:*:" + hex(virus_marker) + "\n");
   return base_config(quoted(sink.address()), "max_sessions_per_ip = 50\n",
                      "\n[dnsbl]\nresolvers = [" + quoted(dns.resolver()) +
                          "]\nsites = [\"bl.test=127.0.0.[2..11]\"]\nhealth_interval = \"0s\"\n"

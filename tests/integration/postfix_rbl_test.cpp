@@ -13,87 +13,37 @@
 #include <algorithm>
 
 #include "common.hpp"
+#include "netns.hpp"
 
 namespace mxguard::test {
 namespace {
 
-// Runs a program (argument vector, no shell); its exit status, output in `out`.
-int run(const temp_dir& dir, std::vector<std::string> argv, std::string* out = nullptr,
-        std::chrono::milliseconds timeout = 20s) {
-  static int n = 0;
-  auto log = dir / ("rbl-" + std::to_string(++n) + ".out");
-  child c(argv, log);
-  auto status = c.wait_exit(timeout);
-  if (out) *out = read_file(log);
-  return status.value_or(-1);
-}
-
-// A server and a client namespace joined by a veth pair, and the server
-// namespace's resolv.conf; all removed however the test ends.
-class namespaces {
+// The server namespace's resolver is mxguard's zone: `ip netns exec` mounts
+// /etc/netns/NS/resolv.conf over /etc/resolv.conf. Removed at the end.
+class netns_resolver {
  public:
-  explicit namespaces(const temp_dir& dir) : dir_(dir) {
-    const auto id = std::to_string(::getpid() % 100000);
-    server_ns = "mxg-ps-" + id;
-    client_ns = "mxg-pc-" + id;
-    std::string out;
-    if (run(dir, {"/usr/sbin/ip", "netns", "add", server_ns}, &out) != 0) {
-      problem = "ip netns add failed: " + out;
-      return;
-    }
-    created_server_ = true;
-    if (run(dir, {"/usr/sbin/ip", "netns", "add", client_ns}, &out) != 0) {
-      problem = "ip netns add failed: " + out;
-      return;
-    }
-    created_client_ = true;
-    const std::string vs = "vps" + id, vc = "vpc" + id;
-    std::vector<std::vector<std::string>> steps{
-        {"/usr/sbin/ip", "link", "add", vs, "netns", server_ns, "type", "veth", "peer", "name", vc,
-         "netns", client_ns},
-        {"/usr/sbin/ip", "-n", server_ns, "addr", "add", server_address + "/24", "dev", vs},
-        {"/usr/sbin/ip", "-n", client_ns, "addr", "add", listed_client + "/24", "dev", vc},
-        {"/usr/sbin/ip", "-n", client_ns, "addr", "add", unlisted_client + "/24", "dev", vc},
-        {"/usr/sbin/ip", "-n", server_ns, "link", "set", vs, "up"},
-        {"/usr/sbin/ip", "-n", client_ns, "link", "set", vc, "up"},
-        {"/usr/sbin/ip", "-n", server_ns, "link", "set", "lo", "up"},
-        {"/usr/sbin/ip", "-n", client_ns, "link", "set", "lo", "up"},
-    };
-    for (const auto& step : steps)
-      if (run(dir, step, &out) != 0) {
-        problem = "network setup failed: " + out;
-        return;
-      }
-    // The server namespace's resolver is mxguard's zone.
+  explicit netns_resolver(const std::string& ns) {
     std::error_code ec;
     created_netns_etc_ = !fs::exists("/etc/netns", ec);
-    netns_etc_ = fs::path("/etc/netns") / server_ns;
-    fs::create_directories(netns_etc_, ec);
+    dir_ = fs::path("/etc/netns") / ns;
+    fs::create_directories(dir_, ec);
     if (ec) {
-      problem = "cannot create " + netns_etc_.string() + ": " + ec.message();
+      problem = "cannot create " + dir_.string() + ": " + ec.message();
       return;
     }
-    write_file(netns_etc_ / "resolv.conf", "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n");
+    write_file(dir_ / "resolv.conf", "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n");
   }
-  ~namespaces() {
+  ~netns_resolver() {
     std::error_code ec;
-    if (!netns_etc_.empty()) {
-      fs::remove(netns_etc_ / "resolv.conf", ec);
-      fs::remove(netns_etc_, ec);
-      if (created_netns_etc_) fs::remove("/etc/netns", ec);  // only when empty
-    }
-    if (created_server_) run(dir_, {"/usr/sbin/ip", "netns", "del", server_ns});
-    if (created_client_) run(dir_, {"/usr/sbin/ip", "netns", "del", client_ns});
+    fs::remove(dir_ / "resolv.conf", ec);
+    fs::remove(dir_, ec);
+    if (created_netns_etc_) fs::remove("/etc/netns", ec);  // only when empty
   }
-
-  std::string server_ns, client_ns, problem;
-  const std::string server_address = "10.214.0.1", listed_client = "10.214.0.2",
-                    unlisted_client = "10.214.0.3";
+  std::string problem;
 
  private:
-  const temp_dir& dir_;
-  bool created_server_ = false, created_client_ = false, created_netns_etc_ = false;
-  fs::path netns_etc_;
+  fs::path dir_;
+  bool created_netns_etc_ = false;
 };
 
 // A Postfix instance of its own (config, queue and data directories in the
@@ -101,7 +51,7 @@ class namespaces {
 // killed by PID, at the end.
 class postfix_instance {
  public:
-  postfix_instance(const temp_dir& dir, const namespaces& ns) : dir_(dir), ns_(ns) {
+  postfix_instance(const temp_dir& dir, const veth_pair& ns) : dir_(dir), ns_(ns) {
     etc_ = dir / "postfix-etc";
     const auto queue = dir / "postfix-queue", data = dir / "postfix-data";
     for (const auto& d : {etc_, queue, data}) fs::create_directories(d);
@@ -109,7 +59,7 @@ class postfix_instance {
     fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read |
                                     fs::perms::group_exec | fs::perms::others_read |
                                     fs::perms::others_exec);
-    if (run(dir, {"/usr/bin/chown", "postfix:", data.string()}) != 0) {
+    if (run_program(dir, {"/usr/bin/chown", "postfix:", data.string()}) != 0) {
       problem = "cannot chown the data directory to the postfix user";
       return;
     }
@@ -147,10 +97,10 @@ class postfix_instance {
                "proxymap  unix  - - n - - proxymap\n"
                "error     unix  - - n - - error\n");
     std::string out;
-    if (run(dir,
-            {"/usr/sbin/ip", "netns", "exec", ns.server_ns, "/usr/sbin/postfix", "-c",
-             etc_.string(), "start"},
-            &out, 60s) != 0) {
+    if (run_program(dir,
+                    {"/usr/sbin/ip", "netns", "exec", ns.server_ns, "/usr/sbin/postfix", "-c",
+                     etc_.string(), "start"},
+                    &out, 60s) != 0) {
       problem =
           "postfix -c " + etc_.string() + " start failed: " + out + read_file(dir / "maillog");
       return;
@@ -167,8 +117,8 @@ class postfix_instance {
   }
   ~postfix_instance() {
     if (started_)
-      run(dir_, {"/usr/sbin/ip", "netns", "exec", ns_.server_ns, "/usr/sbin/postfix", "-c",
-                 etc_.string(), "stop"});
+      run_program(dir_, {"/usr/sbin/ip", "netns", "exec", ns_.server_ns, "/usr/sbin/postfix", "-c",
+                         etc_.string(), "stop"});
     if (master_pid_ > 0) {
       for (int i = 0; i < 50 && ::kill(master_pid_, 0) == 0; ++i)
         std::this_thread::sleep_for(100ms);
@@ -180,16 +130,17 @@ class postfix_instance {
 
  private:
   const temp_dir& dir_;
-  const namespaces& ns_;
+  const veth_pair& ns_;
   fs::path etc_;
   bool started_ = false;
   pid_t master_pid_ = -1;
 };
 
 // swaks from `source` in the client namespace to Postfix, up to RCPT.
-std::string rcpt_from(const temp_dir& dir, const namespaces& ns, const std::string& source) {
+std::string rcpt_from(const temp_dir& dir, const veth_pair& ns, const std::string& source) {
   std::string out;
-  run(dir,
+  run_program(
+      dir,
       {"/usr/sbin/ip", "netns", "exec", ns.client_ns, "/usr/bin/swaks", "--server",
        ns.server_address + ":25", "--local-interface", source, "--helo", "client.example", "--from",
        "a@remote.example", "--to", "x@example.org", "--quit-after", "RCPT", "--timeout", "10"},
@@ -205,8 +156,10 @@ TEST(PostfixRbl, RejectRblClientAtMxguardsZoneRefusesAListedClient) {
     GTEST_SKIP() << "Postfix (/usr/sbin/postfix) is not installed";
   if (!fs::exists("/usr/bin/swaks")) GTEST_SKIP() << "swaks is not installed";
   temp_dir dir;
-  namespaces ns(dir);
+  veth_pair ns(dir, "p", "10.214.0", {"10.214.0.2", "10.214.0.3"});
   if (!ns.problem.empty()) GTEST_SKIP() << "the kernel refused: " << ns.problem;
+  netns_resolver resolver(ns.server_ns);
+  if (!resolver.problem.empty()) GTEST_SKIP() << resolver.problem;
 
   const auto socket = dir / "mx.sock";
   write_file(dir / "rbl.toml",
@@ -226,10 +179,10 @@ TEST(PostfixRbl, RejectRblClientAtMxguardsZoneRefusesAListedClient) {
   // gets the zone's RFC 5782 test entry from it.
   std::string answer;
   for (int i = 0; i < 50; ++i) {
-    run(dir,
-        {"/usr/sbin/ip", "netns", "exec", ns.server_ns, "/usr/bin/getent", "ahostsv4",
-         "2.0.0.127.bl.example.org"},
-        &answer, 10s);
+    run_program(dir,
+                {"/usr/sbin/ip", "netns", "exec", ns.server_ns, "/usr/bin/getent", "ahostsv4",
+                 "2.0.0.127.bl.example.org"},
+                &answer, 10s);
     if (answer.find("127.0.0.2") != std::string::npos) break;
     std::this_thread::sleep_for(100ms);
   }
@@ -239,31 +192,31 @@ TEST(PostfixRbl, RejectRblClientAtMxguardsZoneRefusesAListedClient) {
   if (!postfix.problem.empty()) GTEST_SKIP() << "Postfix could not be set up: " << postfix.problem;
 
   // Before the block the client gets past the client restrictions.
-  auto before = rcpt_from(dir, ns, ns.listed_client);
+  auto before = rcpt_from(dir, ns, ns.clients[0]);
   EXPECT_NE(before.find("<-  250 2.1.5 Ok"), std::string::npos)
       << before << read_file(dir / "maillog");
 
   std::string blocked;
-  ASSERT_EQ(run(dir,
-                {MXGUARDCTL_BINARY, "-s", socket.string(), "block", ns.listed_client, "--for", "1h",
-                 "--reason", "flooding the gateway"},
-                &blocked),
+  ASSERT_EQ(run_program(dir,
+                        {MXGUARDCTL_BINARY, "-s", socket.string(), "block", ns.clients[0], "--for",
+                         "1h", "--reason", "flooding the gateway"},
+                        &blocked),
             0)
       << blocked;
   // The zone follows the blocklist within its sync interval; Postfix asks anew per session.
   std::string listed;
   for (int i = 0; i < 20; ++i) {
-    listed = rcpt_from(dir, ns, ns.listed_client);
+    listed = rcpt_from(dir, ns, ns.clients[0]);
     if (listed.find("<** 554") != std::string::npos) break;
     std::this_thread::sleep_for(250ms);
   }
   std::string lookup;  // what the zone says, for the failure message
   if (listed.find("<** 554") == std::string::npos)
-    run(dir,
-        {"/usr/sbin/ip", "netns", "exec", ns.server_ns, "/usr/bin/drill",
-         "2.0.214.10.bl.example.org", "A", "@127.0.0.1"},
-        &lookup, 10s);
-  EXPECT_NE(listed.find("<** 554 5.7.1 Service unavailable; Client host [" + ns.listed_client +
+    run_program(dir,
+                {"/usr/sbin/ip", "netns", "exec", ns.server_ns, "/usr/bin/drill",
+                 "2.0.214.10.bl.example.org", "A", "@127.0.0.1"},
+                &lookup, 10s);
+  EXPECT_NE(listed.find("<** 554 5.7.1 Service unavailable; Client host [" + ns.clients[0] +
                         "] blocked using bl.example.org"),
             std::string::npos)
       << listed << "\nthe zone: " << lookup << read_file(dir / "maillog")
@@ -271,7 +224,7 @@ TEST(PostfixRbl, RejectRblClientAtMxguardsZoneRefusesAListedClient) {
   EXPECT_NE(listed.find("flooding the gateway"), std::string::npos)
       << "Postfix quotes the zone's TXT reason: " << listed;
 
-  auto unlisted = rcpt_from(dir, ns, ns.unlisted_client);
+  auto unlisted = rcpt_from(dir, ns, ns.clients[1]);
   EXPECT_NE(unlisted.find("<-  250 2.1.5 Ok"), std::string::npos)
       << unlisted << read_file(dir / "maillog");
   EXPECT_EQ(unlisted.find("bl.example.org"), std::string::npos) << unlisted;

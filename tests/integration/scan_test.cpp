@@ -20,16 +20,6 @@ std::string eicar() {
 // Its well-known MD5 and size, for the .hdb signature.
 constexpr const char* eicar_md5 = "44d88612fea8a8f36de82e1278abb02f";
 
-std::string hex(const std::string& s) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
 std::string base64(const std::string& data, std::size_t line_length) {
   static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string flat;

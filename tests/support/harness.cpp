@@ -486,6 +486,16 @@ bool smtp_client::closed_by_peer(std::chrono::milliseconds timeout) {
   }
 }
 
+std::string hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
 std::string make_message(const std::string& subject, const std::string& body,
                          const std::string& from, const std::string& to) {
   return "From: <" + from + ">\r\nTo: <" + to + ">\r\nSubject: " + subject +

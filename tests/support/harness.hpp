@@ -159,6 +159,9 @@ class smtp_client {
 };
 
 // A minimal RFC 5322 message with CRLF lines.
+// Lower-case hex of the bytes (ClamAV body signatures are written so).
+std::string hex(const std::string& bytes);
+
 std::string make_message(const std::string& subject, const std::string& body,
                          const std::string& from = "sender@remote.example",
                          const std::string& to = "user@example.org");
