@@ -397,6 +397,64 @@ void compile_bounce(config& cfg, const toml::table& root, NodeFor&& node_for) {
   }
 }
 
+// limits.per_prefix entries: "COUNTER FAMILY/LENGTH RATE".
+template <typename NodeFor>
+void compile_prefix_limits(config& cfg, NodeFor&& node_for) {
+  using counter = config::compiled_limits::counter;
+  static constexpr std::pair<std::string_view, counter> counters[] = {
+      {"connections", counter::connections},
+      {"messages", counter::messages},
+      {"recipients", counter::recipients},
+      {"null_sender", counter::null_sender},
+      {"refused_recipients", counter::refused_recipients},
+  };
+  const auto& l = cfg.values.limits;
+  auto& c = cfg.limits;
+  c.tag_ipv4_prefix = static_cast<unsigned>(l.ipv4_prefix);
+  c.tag_ipv6_prefix = static_cast<unsigned>(l.ipv6_prefix);
+  for (const auto& entry : l.per_prefix) {
+    auto bad = [&](std::string_view why) {
+      fail(cfg.source, node_for("limits", "per_prefix"), "limits.per_prefix",
+           fmt::format("'{}': {}", entry, why));
+    };
+    std::istringstream words(entry);
+    std::string what, where, rate_text, extra;
+    if (!(words >> what >> where >> rate_text) || (words >> extra))
+      bad("expected COUNTER FAMILY/LENGTH N/period, e.g. \"connections ipv4/24 150/1m\"");
+    config::compiled_limits::prefix_limit p;
+    auto known = std::find_if(std::begin(counters), std::end(counters),
+                              [&](const auto& k) { return k.first == what; });
+    if (known == std::end(counters))
+      bad("the counter must be connections, messages, recipients, null_sender or "
+          "refused_recipients");
+    p.what = known->second;
+    auto slash = where.find('/');
+    auto family = where.substr(0, slash);
+    if (slash == std::string::npos || (family != "ipv4" && family != "ipv6"))
+      bad("the network must be ipv4/LENGTH or ipv6/LENGTH");
+    p.ipv6 = family == "ipv6";
+    unsigned length = 0;
+    auto digits = std::string_view(where).substr(slash + 1);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), length);
+    const unsigned low = p.ipv6 ? 16 : 8, high = p.ipv6 ? 128 : 32;
+    if (ec != std::errc() || end != digits.data() + digits.size() || length < low || length > high)
+      bad(fmt::format("the length must be {} to {}", low, high));
+    p.length = length;
+    auto r = ratelimit::parse_rate(rate_text);
+    if (!r || !r->enabled()) bad("the rate must be N/period, e.g. 150/1m");
+    p.limit = *r;
+    if (p.length == static_cast<unsigned>(p.ipv6 ? l.ipv6_prefix : l.ipv4_prefix))
+      bad(fmt::format("that is the prefix the {}_per_ip limit counts at", what));
+    p.name = what + " " + where;
+    for (const auto& other : c.per_prefix)
+      if (other.what == p.what && other.ipv6 == p.ipv6 && other.length == p.length)
+        bad("a second limit for the same counter and network");
+    auto& tag = p.ipv6 ? c.tag_ipv6_prefix : c.tag_ipv4_prefix;
+    tag = std::min(tag, p.length);
+    c.per_prefix.push_back(std::move(p));
+  }
+}
+
 template <typename NodeFor>
 void compile_limits(config& cfg, NodeFor&& node_for) {
   const auto& file = cfg.source;
@@ -416,11 +474,15 @@ void compile_limits(config& cfg, NodeFor&& node_for) {
   rate_of(l.messages_per_sender, "messages_per_sender", c.messages_per_sender);
   rate_of(l.refused_recipients_per_ip, "refused_recipients_per_ip", c.refused_recipients_per_ip);
   c.concurrent_per_ip = l.concurrent_per_ip;
+  compile_prefix_limits(cfg, node_for);
 
   const auto& r = cfg.values.redis;
   if (r.failure != "local" && r.failure != "open" && r.failure != "tempfail")
     fail(file, node_for("redis", "failure"), "redis.failure",
          "must be \"local\", \"open\" or \"tempfail\"");
+  if (r.prefix.find_first_of("{}") != std::string::npos)
+    fail(file, node_for("redis", "prefix"), "redis.prefix",
+         "must not contain '{' or '}': mxguard's keys carry Redis Cluster hash tags");
   if (!r.url.empty()) {
     std::string error;
     auto settings = ratelimit::parse_redis_url(r.url, error);

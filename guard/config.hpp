@@ -203,6 +203,7 @@ struct limits_settings {
   duration lease_ttl{};
   std::int64_t ipv4_prefix = 0;
   std::int64_t ipv6_prefix = 0;
+  std::vector<std::string> per_prefix;
   std::int64_t max_keys = 0;
   duration pass_cache_ttl{0};
 };
@@ -284,10 +285,30 @@ struct config {
     ratelimit::rate connections_per_ip, messages_per_ip, recipients_per_ip, null_sender_per_ip,
         messages_per_sender, refused_recipients_per_ip;
     std::int64_t concurrent_per_ip = 0;
+    // limits.per_prefix: the same counters once more for the client's wider
+    // network ("connections ipv4/24 150/1m").
+    enum class counter { connections, messages, recipients, null_sender, refused_recipients };
+    struct prefix_limit {
+      counter what = counter::connections;
+      bool ipv6 = false;
+      unsigned length = 0;
+      ratelimit::rate limit;
+      std::string name;  // "connections ipv4/24": in replies' rule, logs, metrics
+    };
+    std::vector<prefix_limit> per_prefix;
+    // Every key of one client carries its network at the shortest prefix any
+    // of its counters uses, as Redis Cluster hash tag: one script, one slot.
+    unsigned tag_ipv4_prefix = 32, tag_ipv6_prefix = 128;
+    bool counts(counter what) const {
+      for (const auto& p : per_prefix)
+        if (p.what == what) return true;
+      return false;
+    }
     bool any() const {
       return concurrent_per_ip > 0 || connections_per_ip.enabled() || messages_per_ip.enabled() ||
              recipients_per_ip.enabled() || null_sender_per_ip.enabled() ||
-             messages_per_sender.enabled() || refused_recipients_per_ip.enabled();
+             messages_per_sender.enabled() || refused_recipients_per_ip.enabled() ||
+             !per_prefix.empty();
     }
   } limits;
   ratelimit::greylist_policy greylist;

@@ -318,6 +318,13 @@ const setting_spec table[] = {
      "Prefix an IPv4 client is counted under.", MXG_FIELD(limits, ipv4_prefix)},
     {"limits", "ipv6_prefix", value_kind::integer, "64", 32, 128,
      "Prefix an IPv6 client is counted under.", MXG_FIELD(limits, ipv6_prefix)},
+    {"limits", "per_prefix", value_kind::string_list, "[]", 0, 0,
+     "More counters for the client's wider network, each `COUNTER FAMILY/LENGTH N/period` "
+     "with COUNTER one of connections, messages, recipients, null_sender, refused_recipients "
+     "and FAMILY ipv4 or ipv6, e.g. `[\"connections ipv4/24 150/1m\", \"messages ipv6/48 "
+     "500/1m\"]`; all of a client's counters are checked at once, replies as for the "
+     "`*_per_ip` limits.",
+     MXG_FIELD(limits, per_prefix)},
     {"limits", "max_keys", value_kind::integer, "1000000", 1000, 100000000,
      "Counters the embedded store keeps (least recently used go first).",
      MXG_FIELD(limits, max_keys)},
@@ -333,7 +340,8 @@ const setting_spec table[] = {
      "Longest wait for Redis in a session; then the failure policy decides.",
      MXG_FIELD(redis, timeout)},
     {"redis", "prefix", value_kind::string, R"("mxg:")", 0, 0,
-     "Prefix of every key mxguard writes (share one Redis between deployments).",
+     "Prefix of every key mxguard writes (share one Redis between deployments); no `{` or `}` "
+     "(keys carry Redis Cluster hash tags).",
      MXG_FIELD(redis, prefix)},
     // [greylist]
     {"greylist", "enabled", value_kind::boolean, "false", 0, 0,

@@ -34,12 +34,14 @@ bool limit_check::applies_to(stage s) const {
   const auto& l = cfg_->limits;
   switch (s) {
     case stage::connect:
-      return l.connections_per_ip.enabled();
+      return l.connections_per_ip.enabled() || l.counts(counter::connections);
     case stage::mail:
       return l.messages_per_ip.enabled() || l.null_sender_per_ip.enabled() ||
-             l.messages_per_sender.enabled();
+             l.messages_per_sender.enabled() || l.counts(counter::messages) ||
+             l.counts(counter::null_sender);
     case stage::rcpt:
-      return l.recipients_per_ip.enabled() || cfg_->values.greylist.enabled;
+      return l.recipients_per_ip.enabled() || l.counts(counter::recipients) ||
+             cfg_->values.greylist.enabled;
     default:
       return false;
   }
@@ -52,36 +54,59 @@ std::string limit_check::client_key(const session_facts& session) const {
       .to_string();
 }
 
+void limit_check::add_counters(counter what, const ratelimit::rate& per_ip,
+                               std::string_view per_ip_name, std::string_view letter,
+                               const session_facts& session, counter_set& out) const {
+  const auto& l = cfg_->limits;
+  const auto addr = normalize(session.client);
+  const bool v6 = addr.is_v6();
+  // "c:{198.51.100.0/24}198.51.100.7/32": the tag keeps all of one client's
+  // counters in one Redis Cluster slot, so one script checks them together.
+  const auto tag = std::string(letter) + ":{" +
+                   ip_prefix(addr, v6 ? l.tag_ipv6_prefix : l.tag_ipv4_prefix).to_string() + "}";
+  if (per_ip.enabled()) {
+    const auto& v = cfg_->values.limits;
+    out.keys.push_back(
+        {tag +
+             ip_prefix(addr, static_cast<unsigned>(v6 ? v.ipv6_prefix : v.ipv4_prefix)).to_string(),
+         per_ip, 1});
+    out.names.emplace_back(per_ip_name);
+  }
+  for (const auto& p : l.per_prefix) {
+    if (p.what != what || p.ipv6 != v6) continue;
+    out.keys.push_back({tag + ip_prefix(addr, p.length).to_string(), p.limit, 1});
+    out.names.push_back(p.name);
+  }
+}
+
 boost::asio::awaitable<verdict> limit_check::evaluate(stage s, const check_input& input) {
   const auto& session = input.session;
   if (session.trusted || session.allowlisted) co_return verdict::pass();
   const auto& l = cfg_->limits;
-  const auto client = client_key(session);
   const auto now = ratelimit::wall_clock_now();
-  std::vector<ratelimit::rate_key> keys;
-  std::vector<std::string_view> names;
-  auto add = [&](const ratelimit::rate& r, std::string key, std::string_view name) {
-    if (!r.enabled()) return;
-    keys.push_back({std::move(key), r, 1});
-    names.push_back(name);
-  };
+  counter_set counters;
   if (s == stage::connect) {
-    add(l.connections_per_ip, "c:" + client, "connections_per_ip");
+    add_counters(counter::connections, l.connections_per_ip, "connections_per_ip", "c", session,
+                 counters);
   } else if (s == stage::mail) {
-    add(l.messages_per_ip, "m:" + client, "messages_per_ip");
-    if (input.transaction.null_sender)
-      add(l.null_sender_per_ip, "n:" + client, "null_sender_per_ip");
-    else
-      add(l.messages_per_sender, "s:" + lower_ascii(input.transaction.sender.text()),
-          "messages_per_sender");
+    add_counters(counter::messages, l.messages_per_ip, "messages_per_ip", "m", session, counters);
+    if (input.transaction.null_sender) {
+      add_counters(counter::null_sender, l.null_sender_per_ip, "null_sender_per_ip", "n", session,
+                   counters);
+    } else if (l.messages_per_sender.enabled()) {
+      counters.keys.push_back(
+          {"s:" + lower_ascii(input.transaction.sender.text()), l.messages_per_sender, 1});
+      counters.names.emplace_back("messages_per_sender");
+    }
   } else if (s == stage::rcpt) {
-    add(l.recipients_per_ip, "r:" + client, "recipients_per_ip");
+    add_counters(counter::recipients, l.recipients_per_ip, "recipients_per_ip", "r", session,
+                 counters);
   }
-  if (!keys.empty()) {
-    auto d = co_await store_->check_rates(keys, now);
+  if (!counters.keys.empty()) {
+    auto d = co_await store_->check_rates(counters.keys, now);
     if (d.failed) co_return store_unavailable();
     if (!d.result.allowed) {
-      auto rule = "limits:" + std::string(names[d.refused_index]);
+      auto rule = "limits:" + counters.names[d.refused_index];
       auto wait = seconds_up(d.result.retry_after);
       if (s == stage::connect)
         co_return refusal(action::drop, rule,
@@ -161,16 +186,21 @@ boost::asio::awaitable<void> limit_check::release_lease(const session_facts& ses
 }
 
 boost::asio::awaitable<verdict> limit_check::count_refused_recipient(const session_facts& session) {
-  const auto& r = cfg_->limits.refused_recipients_per_ip;
-  if (!r.enabled() || session.trusted || session.allowlisted) co_return verdict::pass();
-  // A named key, not a braced temporary: GCC 12 mishandles aggregate
-  // temporaries in co_await expressions.
-  ratelimit::rate_key key;
-  key.key = "u:" + client_key(session);
-  key.limit = r;
-  auto d = co_await store_->count_event(std::move(key), ratelimit::wall_clock_now());
-  if (d.failed || d.result.allowed) co_return verdict::pass();
-  co_return refusal(action::drop, "limits:refused_recipients_per_ip",
+  const auto& l = cfg_->limits;
+  if (session.trusted || session.allowlisted) co_return verdict::pass();
+  counter_set counters;
+  add_counters(counter::refused_recipients, l.refused_recipients_per_ip,
+               "refused_recipients_per_ip", "u", session, counters);
+  // Each counter counts every refusal (a harvest goes on counting past the
+  // limit), so they are counted one by one, not all-or-nothing.
+  const auto now = ratelimit::wall_clock_now();
+  std::string refused_by;
+  for (std::size_t i = 0; i < counters.keys.size(); ++i) {
+    auto d = co_await store_->count_event(counters.keys[i], now);
+    if (!d.failed && !d.result.allowed && refused_by.empty()) refused_by = counters.names[i];
+  }
+  if (refused_by.empty()) co_return verdict::pass();
+  co_return refusal(action::drop, "limits:" + refused_by,
                     "421 4.7.0 Error: too many unknown recipients, closing connection");
 }
 

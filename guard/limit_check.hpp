@@ -35,7 +35,15 @@ class limit_check final : public stage_check {
   boost::asio::awaitable<void> release_lease(const session_facts& session);
 
  private:
+  using counter = config::compiled_limits::counter;
+  struct counter_set {
+    std::vector<ratelimit::rate_key> keys;
+    std::vector<std::string> names;  // the rule each key enforces
+  };
   std::string client_key(const session_facts& session) const;
+  // The client's counters of one kind: the `*_per_ip` one and limits.per_prefix's.
+  void add_counters(counter what, const ratelimit::rate& per_ip, std::string_view per_ip_name,
+                    std::string_view letter, const session_facts& session, counter_set& out) const;
   boost::asio::awaitable<verdict> greylist(const check_input& input);
   std::shared_ptr<ratelimit::state_store> store_;
   std::shared_ptr<const config> cfg_;

@@ -4,8 +4,10 @@
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <mutex>
 #include <random>
 #include <unordered_map>
 
@@ -97,36 +99,68 @@ redis.call('PEXPIRE', KEYS[2], lifetime)
 return {3, 0}
 )lua";
 
-// Concurrency lease, acquire.
-// KEYS[1]: the client's hash, field = instance id, value = its sessions.
-// ARGV: instance id, limit, ttl (ms), key prefix. Instances whose heartbeat
-// key (PREFIX .. "inst:" .. id) has expired are dropped from the count first.
-// (The heartbeat keys are not in KEYS: fine on one Redis or Sentinel, not on
-// Cluster.) Returns 1 when a lease was taken, 0 when the client is at its limit.
+// Concurrency leases. KEYS[1]: the client's hash; field = instance id,
+// value = "SESSIONS EXPIRES_MS": that instance's sessions of this client and
+// until when they count. A live instance renews its fields (lease_renew)
+// every ttl/3; a killed one stops, and once its time passes its sessions are
+// dropped from the count. One key per script: Redis Cluster can host them.
+//
+// Acquire. ARGV: instance id, limit, ttl (ms), now (ms). Returns 1 when a
+// lease was taken, 0 when the client is at its limit.
 constexpr const char* lease_script = R"lua(
-local instance, limit, ttl, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local instance, limit, ttl, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local fields = redis.call('HGETALL', KEYS[1])
-local total = 0
+local total, mine = 0, 0
 for i = 1, #fields, 2 do
-  local who, n = fields[i], tonumber(fields[i + 1])
-  if who ~= instance and redis.call('EXISTS', prefix .. 'inst:' .. who) == 0 then
+  local who = fields[i]
+  local n, expires = string.match(fields[i + 1], '^(%d+) (%d+)$')
+  n, expires = tonumber(n or '0'), tonumber(expires or '0')
+  if who == instance then
+    mine = n
+  elseif expires < now then
     redis.call('HDEL', KEYS[1], who)
   else
     total = total + n
   end
 end
-if total >= limit then return 0 end
-redis.call('HINCRBY', KEYS[1], instance, 1)
-redis.call('PEXPIRE', KEYS[1], ttl * 10)
+if total + mine >= limit then return 0 end
+redis.call('HSET', KEYS[1], instance, string.format('%d %d', mine + 1, now + ttl))
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return 1
 )lua";
 
-// Concurrency lease, release. KEYS[1]: the client's hash; ARGV: instance id.
+// Release. ARGV: instance id. Returns the instance's sessions left.
 constexpr const char* release_script = R"lua(
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+local n, expires = string.match(value, '^(%d+) (%d+)$')
+n = tonumber(n or '1') - 1
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %s', n, expires or '0'))
 return n
 )lua";
+
+// Renew. ARGV: instance id, the instance's own count of its sessions (it is
+// the authority: a Redis that lost the key gets it back), ttl, now.
+constexpr const char* lease_renew_script = R"lua(
+local ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %d', tonumber(ARGV[2]), now + ttl))
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+return 1
+)lua";
+
+// Redis Cluster's hash tag of a key: the text between the first '{' and the
+// next '}' when that is not empty, else the whole key.
+std::string_view hash_tag(std::string_view key) {
+  auto open = key.find('{');
+  if (open == std::string_view::npos) return key;
+  auto close = key.find('}', open + 1);
+  if (close == std::string_view::npos || close == open + 1) return key;
+  return key.substr(open + 1, close - open - 1);
+}
 
 std::string sha1_hex(std::string_view text) {
   unsigned char digest[SHA_DIGEST_LENGTH];
@@ -338,6 +372,7 @@ class redis_store final : public state_store {
         greylist_sha_(sha1_hex(greylist_script)),
         lease_sha_(sha1_hex(lease_script)),
         release_sha_(sha1_hex(release_script)),
+        renew_sha_(sha1_hex(lease_renew_script)),
         block_put_sha_(sha1_hex(block_put_script)),
         block_remove_sha_(sha1_hex(block_remove_script)),
         block_list_sha_(sha1_hex(block_list_script)) {}
@@ -418,7 +453,7 @@ class redis_store final : public state_store {
                                   instance,
                                   std::to_string(limit),
                                   std::to_string(ttl),
-                                  settings_.prefix};
+                                  std::to_string(wall_clock_now())};
     auto reply = co_await script(std::move(args), lease_script);
     if (!reply) {
       if (settings_.failure == redis_settings::on_failure::local) {
@@ -431,21 +466,51 @@ class redis_store final : public state_store {
     }
     lease_answer answer;
     answer.allowed = reply->integer == 1;
+    if (answer.allowed) {
+      std::lock_guard lock(leases_mutex_);
+      ++leases_held_[key];
+    }
     co_return answer;
   }
 
   asio::awaitable<void> release_lease(std::string key, std::string instance, millis ttl) override {
+    bool held = false;
+    {
+      std::lock_guard lock(leases_mutex_);
+      if (auto it = leases_held_.find(key); it != leases_held_.end()) {
+        held = true;
+        if (--it->second <= 0) leases_held_.erase(it);
+      }
+    }
+    // A lease taken from the local fallback while Redis was away is given
+    // back there; one Redis holds but did not answer for heals by the TTL.
+    if (!held) {
+      co_await fallback_->release_lease(std::move(key), std::move(instance), ttl);
+      co_return;
+    }
     std::vector<std::string> args{"EVALSHA", release_sha_, "1", settings_.prefix + key, instance};
-    auto reply = co_await script(std::move(args), release_script);
-    // A lease taken from the local fallback while Redis was away, or one
-    // Redis lost: the local count is given back; Redis heals by the TTL.
-    if (!reply) co_await fallback_->release_lease(std::move(key), std::move(instance), ttl);
+    co_await script(std::move(args), release_script);
   }
 
+  // Renews every lease this instance holds, with its own count of them.
   asio::awaitable<void> heartbeat(std::string instance, millis ttl) override {
-    std::vector<std::string> args{"SET", settings_.prefix + "inst:" + instance, "1", "PX",
-                                  std::to_string(ttl)};
-    co_await call(std::move(args));
+    std::vector<std::pair<std::string, std::int64_t>> held;
+    {
+      std::lock_guard lock(leases_mutex_);
+      held.assign(leases_held_.begin(), leases_held_.end());
+    }
+    for (auto& [key, count] : held) {
+      std::vector<std::string> args{"EVALSHA",
+                                    renew_sha_,
+                                    "1",
+                                    settings_.prefix + key,
+                                    instance,
+                                    std::to_string(count),
+                                    std::to_string(ttl),
+                                    std::to_string(wall_clock_now())};
+      auto renewed = co_await script(std::move(args), lease_renew_script);
+      if (!renewed) co_return;  // Redis is away; the next beat tries again
+    }
   }
 
   std::string_view name() const override { return "redis"; }
@@ -492,31 +557,59 @@ class redis_store final : public state_store {
   }
 
  private:
+  // The keys are checked one hash tag (cluster slot) at a time, in order,
+  // each group atomically; a refusal stops at its group, so groups before it
+  // have consumed (a message refused by messages_per_sender has still counted
+  // against messages_per_ip). The guard's per-client keys share one tag.
   asio::awaitable<store_decision> rates(std::vector<rate_key> keys, millis now, bool always) {
-    std::vector<std::string> args{"EVALSHA", rates_sha_, std::to_string(keys.size())};
-    for (const auto& k : keys) args.push_back(settings_.prefix + k.key);
+    std::vector<std::vector<std::size_t>> groups;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      auto tag = hash_tag(keys[i].key);
+      auto same = std::find_if(groups.begin(), groups.end(),
+                               [&](const auto& g) { return hash_tag(keys[g.front()].key) == tag; });
+      if (same == groups.end())
+        groups.push_back({i});
+      else
+        same->push_back(i);
+    }
+    for (const auto& group : groups) {
+      auto d = co_await rates_in_one_slot(keys, group, now, always);
+      if (!d) {
+        if (settings_.failure == redis_settings::on_failure::local) {
+          // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
+          if (always) co_return co_await fallback_->count_event(keys.front(), now);
+          co_return co_await fallback_->check_rates(std::move(keys), now);
+        }
+        store_decision failed;
+        failed.failed = settings_.failure == redis_settings::on_failure::tempfail;
+        co_return failed;  // open: allowed
+      }
+      if (!d->result.allowed) co_return *d;
+    }
+    co_return store_decision{};
+  }
+
+  // One EVALSHA of the rates script over keys[group]; nullopt when Redis
+  // did not answer. refused_index is an index into `keys`.
+  asio::awaitable<std::optional<store_decision>> rates_in_one_slot(
+      const std::vector<rate_key>& keys, const std::vector<std::size_t>& group, millis now,
+      bool always) {
+    std::vector<std::string> args{"EVALSHA", rates_sha_, std::to_string(group.size())};
+    for (auto i : group) args.push_back(settings_.prefix + keys[i].key);
     args.push_back(std::to_string(now));
     args.push_back(always ? "1" : "0");
-    for (const auto& k : keys) {
-      args.push_back(std::to_string(k.limit.count));
-      args.push_back(std::to_string(k.limit.period));
-      args.push_back(std::to_string(k.cost));
+    for (auto i : group) {
+      args.push_back(std::to_string(keys[i].limit.count));
+      args.push_back(std::to_string(keys[i].limit.period));
+      args.push_back(std::to_string(keys[i].cost));
     }
     auto reply = co_await script(std::move(args), rates_script);
-    if (!reply || reply->elements.size() != 3) {
-      if (settings_.failure == redis_settings::on_failure::local) {
-        // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
-        if (always) co_return co_await fallback_->count_event(keys.front(), now);
-        co_return co_await fallback_->check_rates(std::move(keys), now);
-      }
-      store_decision failed;
-      failed.failed = settings_.failure == redis_settings::on_failure::tempfail;
-      co_return failed;  // open: allowed
-    }
+    if (!reply || reply->elements.size() != 3) co_return std::nullopt;
     store_decision d;
     d.result.allowed = reply->elements[0].integer == 1;
     if (!d.result.allowed) {
-      d.refused_index = static_cast<std::size_t>(std::max(1ll, reply->elements[1].integer) - 1);
+      auto in_group = static_cast<std::size_t>(std::max(1ll, reply->elements[1].integer) - 1);
+      d.refused_index = group[std::min(in_group, group.size() - 1)];
       d.result.retry_after = reply->elements[2].integer;
     }
     co_return d;
@@ -704,7 +797,10 @@ class redis_store final : public state_store {
 
   redis_settings settings_;
   std::shared_ptr<state_store> fallback_;
-  std::string rates_sha_, greylist_sha_, lease_sha_, release_sha_;
+  std::string rates_sha_, greylist_sha_, lease_sha_, release_sha_, renew_sha_;
+  // This instance's sessions per lease key, renewed by heartbeat().
+  std::mutex leases_mutex_;
+  std::unordered_map<std::string, std::int64_t> leases_held_;
   std::string block_put_sha_, block_remove_sha_, block_list_sha_;
   // The blocklist keys outlive their longest entry (bans are capped below it).
   static constexpr std::int64_t block_key_lifetime_ms = 400ll * 24 * 3600 * 1000;

@@ -40,7 +40,8 @@ TEST(RedisPair, TwoInstancesEnforceOneCombinedLimit) {
   }
   EXPECT_EQ(accepted, 10);
   EXPECT_EQ(refused, 2);
-  EXPECT_NE(redis.cli("--scan --pattern 'mxg:m:*'").find("mxg:m:127.0.0.1/32"), std::string::npos);
+  EXPECT_NE(redis.cli("--scan --pattern 'mxg:m:*'").find("mxg:m:{127.0.0.1/32}127.0.0.1/32"),
+            std::string::npos);
 }
 
 TEST(RedisPair, GreylistFirstAtADeferredRetryAtBAccepted) {
@@ -176,6 +177,67 @@ TEST(RedisPair, ConcurrencyLeasesOfAKilledInstanceExpire) {
   EXPECT_EQ(one.read_reply().code, 220);
   ASSERT_TRUE(two.connect(a.port()));
   EXPECT_EQ(two.read_reply().code, 220);
+}
+
+// Redis Cluster refuses a script whose keys lie in different slots
+// (CROSSSLOT), even on one node holding every slot: every script mxguard
+// runs must pass on it. Limits at two prefix sizes plus the sender, refused
+// recipients, leases with their renewal, and greylisting.
+TEST(RedisCluster, EveryScriptKeepsItsKeysInOneSlot) {
+  temp_dir dir;
+  const int port = free_port();
+  redis_server redis(dir, "", port,
+                     {"--cluster-enabled", "yes", "--cluster-config-file",
+                      (dir / ("nodes-" + std::to_string(port) + ".conf")).string()});
+  redis.cli("CLUSTER ADDSLOTSRANGE 0 16383");
+  for (int i = 0; i < 50 && redis.cli("CLUSTER INFO").find("cluster_state:ok") == std::string::npos;
+       ++i)
+    std::this_thread::sleep_for(100ms);
+  ASSERT_NE(redis.cli("CLUSTER INFO").find("cluster_state:ok"), std::string::npos);
+  smtp_sink sink(dir);
+  auto cfg = base_config(quoted(sink.address()), "",
+                         "\n[limits]\nmessages_per_ip = \"10/1m\"\n"
+                         "messages_per_sender = \"100/1m\"\n"
+                         "refused_recipients_per_ip = \"50/1m\"\n"
+                         "concurrent_per_ip = 5\nlease_ttl = \"3s\"\n"
+                         "per_prefix = [\"messages ipv4/24 3/1m\", "
+                         "\"refused_recipients ipv4/16 50/1m\"]\n"
+                         "\n[greylist]\nenabled = true\ndelay = \"0s\"\n"
+                         "\n[redis]\nurl = " +
+                             quoted(redis.url()) + "\ntimeout = \"500ms\"\n" +
+                             "\n[recipients]\n\"example.org\" = " +
+                             quoted((dir / "example.org.users").string()) + "\n");
+  write_file(dir / "example.org.users", "user\n");
+  guard mx(dir, cfg);
+  smtp_client held;  // a session open across a lease renewal (every second)
+  ASSERT_TRUE(held.connect(mx.port()));
+  ASSERT_EQ(held.read_reply().code, 220);
+  std::vector<int> codes;
+  for (int i = 0; i < 4; ++i) {
+    smtp_client c;
+    ASSERT_TRUE(c.connect(mx.port()));
+    ASSERT_EQ(c.read_reply().code, 220);
+    c.command("EHLO cluster.test");
+    auto mail = c.command("MAIL FROM:<s@remote.example>");
+    codes.push_back(mail.code);
+    if (mail.code != 250) continue;
+    codes.push_back(c.command("RCPT TO:<nobody@example.org>").code);  // unknown: counted
+    codes.push_back(c.command("RCPT TO:<user@example.org>").code);
+  }
+  // Message 1: unknown 550, greylisted 451; message 2: 550, passed 250;
+  // message 3: 550, 250; message 4: past the /24's 3 per minute.
+  EXPECT_EQ(codes, (std::vector<int>{250, 550, 451, 250, 550, 250, 250, 550, 250, 452}));
+  std::this_thread::sleep_for(1500ms);
+  auto keys = redis.cli("--scan --pattern 'mxg:*'");
+  EXPECT_NE(keys.find("mxg:m:{127.0.0.0/16}127.0.0.1/32"), std::string::npos) << keys;
+  EXPECT_NE(keys.find("mxg:m:{127.0.0.0/16}127.0.0.0/24"), std::string::npos) << keys;
+  EXPECT_NE(keys.find("mxg:u:{127.0.0.0/16}127.0.0.1/32"), std::string::npos) << keys;
+  EXPECT_NE(keys.find("mxg:l:127.0.0.1/32"), std::string::npos) << keys;
+  auto lease = redis.cli("HGETALL mxg:l:127.0.0.1/32");
+  EXPECT_NE(lease.find("1 "), std::string::npos) << lease;  // the held session, renewed
+  auto log = mx.log();
+  EXPECT_EQ(log.find("CROSSSLOT"), std::string::npos) << log;
+  EXPECT_EQ(log.find("REDIS"), std::string::npos) << log;
 }
 
 }  // namespace

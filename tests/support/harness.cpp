@@ -281,8 +281,12 @@ std::string dumped_body(const std::string& dump) {
 
 // --- redis ------------------------------------------------------------------------
 
-redis_server::redis_server(const temp_dir& dir, const std::string& password, int port)
-    : dir_(dir), password_(password), port_(port ? port : free_port()) {
+redis_server::redis_server(const temp_dir& dir, const std::string& password, int port,
+                           std::vector<std::string> extra_args)
+    : dir_(dir),
+      password_(password),
+      port_(port ? port : free_port()),
+      extra_args_(std::move(extra_args)) {
   start();
 }
 
@@ -302,6 +306,7 @@ void redis_server::start() {
     argv.push_back("--requirepass");
     argv.push_back(password_);
   }
+  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   process_ = child(argv, dir_ / ("redis-" + std::to_string(port_) + ".log"));
   auto until = std::chrono::steady_clock::now() + 10s;
   while (!wait_for_port(port_, 100ms))

@@ -86,7 +86,9 @@ class smtp_sink {
 // A real redis-server on a loopback port, no persistence.
 class redis_server {
  public:
-  explicit redis_server(const temp_dir& dir, const std::string& password = "", int port = 0);
+  // `extra_args` are added to redis-server's command line (say, cluster mode).
+  explicit redis_server(const temp_dir& dir, const std::string& password = "", int port = 0,
+                        std::vector<std::string> extra_args = {});
   int port() const { return port_; }
   std::string url(const std::string& password = "") const;
   void kill();     // SIGKILL
@@ -100,6 +102,7 @@ class redis_server {
   const temp_dir& dir_;
   std::string password_;
   int port_;
+  std::vector<std::string> extra_args_;
   child process_;
   void start();
 };

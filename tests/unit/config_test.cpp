@@ -274,6 +274,72 @@ TEST(config, errors_name_file_line_and_key) {
   }
 }
 
+TEST(config, per_prefix_limits_compiled_and_the_hash_tag_prefix_follows_the_widest) {
+  auto cfg = parse(R"([limits]
+connections_per_ip = "30/1m"
+per_prefix = ["connections ipv4/24 150/1m", "messages ipv6/48 500/1h",
+              "refused_recipients ipv4/16 100/1h"]
+)");
+  const auto& l = cfg->limits;
+  ASSERT_EQ(l.per_prefix.size(), 3u);
+  using counter = config::compiled_limits::counter;
+  EXPECT_EQ(l.per_prefix[0].what, counter::connections);
+  EXPECT_FALSE(l.per_prefix[0].ipv6);
+  EXPECT_EQ(l.per_prefix[0].length, 24u);
+  EXPECT_EQ(l.per_prefix[0].limit, (ratelimit::rate{150, 60'000}));
+  EXPECT_EQ(l.per_prefix[0].name, "connections ipv4/24");
+  EXPECT_EQ(l.per_prefix[1].what, counter::messages);
+  EXPECT_TRUE(l.per_prefix[1].ipv6);
+  EXPECT_EQ(l.per_prefix[1].length, 48u);
+  EXPECT_EQ(l.per_prefix[2].what, counter::refused_recipients);
+  EXPECT_EQ(l.tag_ipv4_prefix, 16u);
+  EXPECT_EQ(l.tag_ipv6_prefix, 48u);
+  EXPECT_TRUE(l.counts(counter::connections));
+  EXPECT_FALSE(l.counts(counter::recipients));
+  EXPECT_TRUE(l.any());
+  // Without per_prefix the tag is the client's own counting prefix.
+  auto plain = parse("");
+  EXPECT_EQ(plain->limits.tag_ipv4_prefix, 32u);
+  EXPECT_EQ(plain->limits.tag_ipv6_prefix, 64u);
+  EXPECT_FALSE(plain->limits.any());
+}
+
+TEST(config, per_prefix_errors_name_the_entry) {
+  struct row {
+    const char* entry;
+    const char* why;
+  };
+  const row rows[] = {
+      {"connections ipv4/24", "expected COUNTER FAMILY/LENGTH N/period"},
+      {"connections ipv4/24 150/1m extra", "expected COUNTER FAMILY/LENGTH N/period"},
+      {"sessions ipv4/24 150/1m", "the counter must be"},
+      {"connections ip/24 150/1m", "the network must be ipv4/LENGTH or ipv6/LENGTH"},
+      {"connections ipv4 150/1m", "the network must be ipv4/LENGTH or ipv6/LENGTH"},
+      {"connections ipv4/33 150/1m", "the length must be 8 to 32"},
+      {"connections ipv6/8 150/1m", "the length must be 16 to 128"},
+      {"connections ipv4/2x 150/1m", "the length must be 8 to 32"},
+      {"connections ipv4/24 lots", "the rate must be N/period"},
+      {"connections ipv4/24 0", "the rate must be N/period"},
+      {"connections ipv4/32 10/1m", "that is the prefix the connections_per_ip limit counts at"},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.entry);
+    try {
+      parse(std::string("[limits]\nper_prefix = [\"") + r.entry + "\"]\n");
+      ADD_FAILURE() << "accepted";
+    } catch (const config_error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find("limits.per_prefix: '" + std::string(r.entry) + "': " + r.why),
+                std::string::npos)
+          << what;
+    }
+  }
+  EXPECT_THROW(parse("[limits]\nper_prefix = [\"messages ipv4/24 1/1m\", \"messages ipv4/24 "
+                     "2/1m\"]\n"),
+               config_error);
+  EXPECT_THROW(parse("[redis]\nprefix = \"mx{g}:\"\n"), config_error);
+}
+
 TEST(config, valid_edge_values) {
   struct row {
     const char* label;

@@ -2,9 +2,7 @@
 // embedded store. Nothing here sleeps.
 #include <gtest/gtest.h>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/use_future.hpp>
+#include "run_awaitable.hpp"
 
 #include "mxguard/ratelimit/ratelimit.hpp"
 
@@ -106,13 +104,7 @@ TEST(Greylist, DelayRetryWindowAndLifetime) {
   EXPECT_EQ(too_late.wait, p.delay);
 }
 
-template <typename T>
-T run(boost::asio::awaitable<T> op) {
-  boost::asio::io_context io;
-  auto f = boost::asio::co_spawn(io, std::move(op), boost::asio::use_future);
-  io.run();
-  return f.get();
-}
+using mxguard::test::run;
 
 TEST(EmbeddedStore, AllKeysMustAllowAndRefusalConsumesNothing) {
   auto store = make_embedded_store(1000);

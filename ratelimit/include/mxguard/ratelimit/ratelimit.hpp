@@ -123,7 +123,9 @@ class state_store {
   virtual std::string_view name() const = 0;
   virtual store_health health() const { return {}; }
   // Checks every key; allowed only when all allow, and then each consumes its
-  // cost. Atomic as a whole.
+  // cost. Atomic for keys with one Redis Cluster hash tag (`{...}`, else the
+  // whole key); with several tags, one group at a time in order of first
+  // appearance, and a refusal leaves the groups before it consumed.
   virtual boost::asio::awaitable<store_decision> check_rates(std::vector<rate_key> keys,
                                                              millis now) = 0;
   // Counts one refused event for a key without deciding (harvest signal):
