@@ -151,6 +151,22 @@ std::optional<dns_result> parse_response(const std::uint8_t* data, std::size_t s
         std::memcpy(b.data(), ldns_rdf_data(rdf), 4);
         result.addresses.emplace_back(b);
       }
+    } else if (type == rr_type::aaaa && ldns_rr_rd_count(rr) == 1) {
+      ldns_rdf* rdf = ldns_rr_rdf(rr, 0);
+      if (ldns_rdf_get_type(rdf) == LDNS_RDF_TYPE_AAAA && ldns_rdf_size(rdf) == 16) {
+        asio::ip::address_v6::bytes_type b;
+        std::memcpy(b.data(), ldns_rdf_data(rdf), 16);
+        result.addresses6.emplace_back(b);
+      }
+    } else if (type == rr_type::ptr && ldns_rr_rd_count(rr) == 1) {
+      ldns_rdf* rdf = ldns_rr_rdf(rr, 0);
+      if (ldns_rdf_get_type(rdf) != LDNS_RDF_TYPE_DNAME) continue;
+      char* text = ldns_rdf2str(rdf);
+      if (!text) continue;
+      std::string target = lower(text);
+      std::free(text);
+      if (target.ends_with('.')) target.pop_back();
+      result.names.push_back(std::move(target));
     } else if (type == rr_type::txt) {
       std::string text;
       for (std::size_t j = 0; j < ldns_rr_rd_count(rr); ++j) {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <list>
@@ -110,7 +111,7 @@ namespace {
 asio::awaitable<std::pair<dns_result, bool>> cached_query(
     engine::counters& stats, cache_shard& shard, std::size_t shard_limit, dns_client& client,
     std::string name, rr_type type, const settings& cfg, clock::time_point deadline) {
-  const std::string key = name + (type == rr_type::a ? "/A" : "/TXT");
+  const std::string key = name + "/" + std::to_string(static_cast<int>(type));
   std::shared_ptr<pending> wait_for;
   std::shared_ptr<pending> mine;
   {
@@ -186,6 +187,35 @@ asio::awaitable<std::pair<dns_result, bool>> cached_query(
 }
 
 }  // namespace
+
+asio::awaitable<std::optional<std::string>> engine::confirmed_name(asio::ip::address client) {
+  if (client.is_v6() && client.to_v6().is_v4_mapped())
+    client = asio::ip::make_address_v4(asio::ip::v4_mapped, client.to_v6());
+  const auto deadline = clock::now() + settings_.timeout;
+  auto& dns = impl_->client_for_this_thread(settings_.resolvers);
+  std::string reverse = reversed_name(client) + (client.is_v4() ? ".in-addr.arpa" : ".ip6.arpa");
+  auto ptr = co_await cached_query(stats_, impl_->shard_for(reverse), impl_->per_shard_limit, dns,
+                                   reverse, rr_type::ptr, settings_, deadline);
+  if (ptr.first.state != dns_result::status::answer) co_return std::nullopt;
+  const auto type = client.is_v4() ? rr_type::a : rr_type::aaaa;
+  // At most this many PTR names are followed (Postfix and RFC 8601 §3: 10),
+  // so an address with a hundred PTRs costs no hundred queries.
+  constexpr std::size_t max_names = 10;
+  for (std::size_t i = 0; i < ptr.first.names.size() && i < max_names; ++i) {
+    std::string name = ptr.first.names[i];
+    auto forward = co_await cached_query(stats_, impl_->shard_for(name), impl_->per_shard_limit,
+                                         dns, name, type, settings_, deadline);
+    const auto& a = forward.first;
+    if (a.state != dns_result::status::answer) continue;
+    bool back =
+        client.is_v4()
+            ? std::find(a.addresses.begin(), a.addresses.end(), client.to_v4()) != a.addresses.end()
+            : std::find(a.addresses6.begin(), a.addresses6.end(), client.to_v6()) !=
+                  a.addresses6.end();
+    if (back) co_return name;
+  }
+  co_return std::nullopt;
+}
 
 asio::awaitable<site_result> engine::lookup(const site& s, std::string name,
                                             clock::time_point deadline) {

@@ -308,7 +308,7 @@ void compile_dnsbl(config& cfg, NodeFor&& node_for) {
   }
   cfg.dnsbl_at_rcpt = d.action == "rcpt";
   cfg.dnsbl_enabled = !out.sites.empty() || !out.rhsbl_sites.empty();
-  if (cfg.dnsbl_enabled && out.resolvers.servers.empty()) {
+  if ((cfg.dnsbl_enabled || cfg.client_names_wanted()) && out.resolvers.servers.empty()) {
     out.resolvers.servers = dnsbl::system_resolvers();
     if (out.resolvers.servers.empty())
       fail(file, node_for("dnsbl", "resolvers"), "dnsbl.resolvers",

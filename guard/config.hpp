@@ -226,6 +226,7 @@ struct greylist_settings {
   std::vector<std::string> allowlist_sender_domains;
   std::int64_t ipv4_prefix = 0;
   std::int64_t ipv6_prefix = 0;
+  bool fcrdns = true;
 };
 
 // Plain values straight from the file, defaults filled in.
@@ -280,6 +281,8 @@ struct config {
   std::map<std::string, std::set<std::string>> recipient_lists;
   std::map<std::string, std::string> recipient_files;  // domain → file, for describe
 
+  // Greylisting asks for clients' names: the DNS client runs without lists too.
+  bool client_names_wanted() const { return values.greylist.enabled && values.greylist.fcrdns; }
   // [limits], [greylist] compiled.
   struct compiled_limits {
     ratelimit::rate connections_per_ip, messages_per_ip, recipients_per_ip, null_sender_per_ip,

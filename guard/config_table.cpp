@@ -369,6 +369,12 @@ const setting_spec table[] = {
      MXG_FIELD(greylist, ipv4_prefix)},
     {"greylist", "ipv6_prefix", value_kind::integer, "64", 32, 128, "The same for IPv6.",
      MXG_FIELD(greylist, ipv6_prefix)},
+    {"greylist", "fcrdns", value_kind::boolean, "true", 0, 0,
+     "A client with a forward-confirmed reverse name that is not generic (no address or "
+     "dsl/dynamic/pool... in it) is known by the name's registrable domain instead of its "
+     "network, so a provider whose pool rotates addresses is not delayed again; asks the "
+     "`dnsbl.resolvers`.",
+     MXG_FIELD(greylist, fcrdns)},
     // [blocklist]
     {"blocklist", "sync_interval", value_kind::duration, R"("250ms")", 50, minute,
      "How often the shared blocklist is read from the state store (a block on one gateway holds "

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "mxguard/dnsbl/client_name.hpp"
 #include "mxguard/ops/log.hpp"
 
 namespace mxguard::guard {
@@ -130,11 +131,7 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
   if (!input.transaction.null_sender &&
       cfg_->greylist_allowlist_senders.matches(input.transaction.sender.domain))
     co_return verdict::pass();
-  const auto& g = cfg_->values.greylist;
-  auto addr = normalize(session.client);
-  auto network =
-      ip_prefix(addr, static_cast<unsigned>(addr.is_v4() ? g.ipv4_prefix : g.ipv6_prefix))
-          .to_string();
+  auto network = co_await greylist_client(session);
   std::string triplet = "g:" + network + ":" + lower_ascii(input.transaction.sender.text()) + ":" +
                         lower_ascii(input.recipient ? input.recipient->text() : "");
   auto answer = co_await store_->greylist(triplet, "gc:" + network, cfg_->greylist,
@@ -146,6 +143,7 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
           .add("sid", session.id)
           .add("client", session.client.to_string())
           .add("result", "passed")
+          .add("as", network)
           .emit();
     co_return verdict::pass();
   }
@@ -154,6 +152,21 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
                                 "in {} seconds",
                                 input.recipient ? input.recipient->text() : std::string(),
                                 seconds_up(answer.outcome.wait)));
+}
+
+boost::asio::awaitable<std::string> limit_check::greylist_client(const session_facts& session) {
+  const auto& g = cfg_->values.greylist;
+  auto addr = normalize(session.client);
+  if (g.fcrdns && names_) {
+    // Large senders retry from another address, often in another network;
+    // their confirmed name stays in their domain. Generic names (a range's
+    // addresses written out, dsl, pool...) say nothing and are not used.
+    auto name = co_await names_->confirmed_name(addr);
+    if (name && !dnsbl::looks_generic(*name, addr))
+      if (auto domain = dnsbl::registrable_domain(*name)) co_return "d:" + *domain;
+  }
+  co_return ip_prefix(addr, static_cast<unsigned>(addr.is_v4() ? g.ipv4_prefix : g.ipv6_prefix))
+      .to_string();
 }
 
 const std::string& instance_id() {

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "config.hpp"
+#include "mxguard/dnsbl/dnsbl.hpp"
 #include "mxguard/ratelimit/ratelimit.hpp"
 #include "policy.hpp"
 
@@ -19,8 +20,10 @@ const std::string& instance_id();
 
 class limit_check final : public stage_check {
  public:
-  limit_check(std::shared_ptr<ratelimit::state_store> store, std::shared_ptr<const config> cfg)
-      : store_(std::move(store)), cfg_(std::move(cfg)) {}
+  // `names` (may be null) looks up clients' confirmed names for greylisting.
+  limit_check(std::shared_ptr<ratelimit::state_store> store, std::shared_ptr<const config> cfg,
+              std::shared_ptr<dnsbl::engine> names = nullptr)
+      : store_(std::move(store)), cfg_(std::move(cfg)), names_(std::move(names)) {}
   std::string_view name() const override { return "limits"; }
   bool applies_to(stage s) const override;
   boost::asio::awaitable<verdict> evaluate(stage s, const check_input& input) override;
@@ -45,8 +48,12 @@ class limit_check final : public stage_check {
   void add_counters(counter what, const ratelimit::rate& per_ip, std::string_view per_ip_name,
                     std::string_view letter, const session_facts& session, counter_set& out) const;
   boost::asio::awaitable<verdict> greylist(const check_input& input);
+  // Who the client is for greylisting: "d:example.com" for a sender known by
+  // its confirmed name, else its network.
+  boost::asio::awaitable<std::string> greylist_client(const session_facts& session);
   std::shared_ptr<ratelimit::state_store> store_;
   std::shared_ptr<const config> cfg_;
+  std::shared_ptr<dnsbl::engine> names_;
 };
 
 }  // namespace mxguard::guard

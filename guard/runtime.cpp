@@ -29,7 +29,7 @@ std::shared_ptr<const runtime_snapshot> make_snapshot(
     if (ec) throw config_error(cfg->values.tls.key + ": tls.key: " + ec.message());
     snap->server_tls = std::move(tls);
   }
-  if (cfg->dnsbl_enabled) {
+  if (cfg->dnsbl_enabled || cfg->client_names_wanted()) {
     if (previous && previous->dnsbl && previous->cfg->values.dnsbl == cfg->values.dnsbl)
       snap->dnsbl = previous->dnsbl;
     else
@@ -40,10 +40,10 @@ std::shared_ptr<const runtime_snapshot> make_snapshot(
   if (cfg->limits.any() || cfg->values.greylist.enabled) {
     if (!store)
       store = ratelimit::make_embedded_store(static_cast<std::size_t>(cfg->values.limits.max_keys));
-    snap->limits = std::make_shared<limit_check>(store, cfg);
+    snap->limits = std::make_shared<limit_check>(store, cfg, snap->dnsbl);
     policy->add(snap->limits);
   }
-  if (snap->dnsbl) policy->add(std::make_shared<dnsbl_check>(snap->dnsbl, cfg));
+  if (cfg->dnsbl_enabled) policy->add(std::make_shared<dnsbl_check>(snap->dnsbl, cfg));
   if (cfg->header_rules.size() > 0 || cfg->body_rules.size() > 0)
     policy->add(std::make_shared<header_rule_check>(cfg));
   snap->policy = std::move(policy);

@@ -8,11 +8,13 @@ packages=(
   # build
   build-essential cmake pkg-config git
   libboost1.81-dev libssl-dev libtomlplusplus-dev libre2-dev libfmt-dev libcli11-dev
-  libldns-dev libhiredis-dev libclamav-dev nlohmann-json3-dev
+  libldns-dev libhiredis-dev libclamav-dev nlohmann-json3-dev libpsl-dev
   libgtest-dev googletest
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
   postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
+  # an authoritative DNS with PTR records for the reverse-DNS tests
+  dnsmasq-base
   # the firewall feeders' targets, and network namespaces for their tests
   nftables ipset iproute2
   # zip for the scanner tests; clamd for the scan benchmark against it

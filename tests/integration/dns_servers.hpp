@@ -1,6 +1,6 @@
 // DNS servers for the integration tests: rbldnsd serving the zones of
-// tests/data/dnsbl, and the hand-made DNS wire format the fake servers and
-// readiness probes use.
+// tests/data/dnsbl, dnsmasq serving names and reverse names, and the hand-made DNS wire format the
+// fake servers and readiness probes use.
 //
 // The zones list
 //   bl.test   127.0.0.2, .10 (TXT), .11 (code outside the filter),
@@ -212,6 +212,45 @@ class rbldnsd {
  private:
   int port_ = 0;
   fs::path query_log_;
+  child process_;
+};
+
+// --- dnsmasq ---------------------------------------------------------------------
+
+// dnsmasq as a small authoritative server for names and reverse names:
+// `host_records` "name,address" give an A (or AAAA) and its PTR; `ptr_records`
+// "reverse-name,target" a PTR alone (a name that does not point back).
+class dnsmasq {
+ public:
+  dnsmasq(const temp_dir& dir, const std::vector<std::string>& host_records,
+          const std::vector<std::string>& ptr_records = {}) {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      port_ = free_port();
+      std::vector<std::string> argv{"/usr/sbin/dnsmasq",
+                                    "--keep-in-foreground",
+                                    "--conf-file=/dev/null",
+                                    "--no-resolv",
+                                    "--no-hosts",
+                                    "--bind-interfaces",
+                                    "--listen-address=127.0.0.1",
+                                    "--port=" + std::to_string(port_),
+                                    "--pid-file=",
+                                    "--user=root",
+                                    "--log-facility=-",
+                                    "--log-queries"};
+      for (const auto& r : host_records) argv.push_back("--host-record=" + r);
+      for (const auto& r : ptr_records) argv.push_back("--ptr-record=" + r);
+      process_ = child(argv, dir / "dnsmasq.log");
+      const auto until = clock::now() + 5s;
+      while (process_.alive() && clock::now() < until)
+        if (dns_answers(port_, "ready.test", 100ms)) return;
+    }
+    throw std::runtime_error("dnsmasq did not start:\n" + read_file(dir / "dnsmasq.log"));
+  }
+  std::string resolver() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int port_ = 0;
   child process_;
 };
 

@@ -1,5 +1,6 @@
 // Rate limits and greylisting with the embedded store.
 #include "common.hpp"
+#include "dns_servers.hpp"
 
 namespace mxguard::test {
 namespace {
@@ -136,6 +137,37 @@ TEST(Greylist, FirstAttemptDeferredRetryAfterDelayAccepted) {
   EXPECT_EQ(attempt("127.0.0.63").code, 250);
   EXPECT_EQ(attempt("127.0.0.62").code, 250);  // allowlisted network
   EXPECT_TRUE(sink.wait_messages(2));
+}
+
+// A provider whose outbound pool rotates addresses over several networks is
+// known by the domain of its confirmed names: its retry from another network
+// passes. A PTR that does not point back, or a generic dsl/pool name, keeps
+// the network as key.
+TEST(Greylist, RotatingPoolRecognisedByItsConfirmedNameDomain) {
+  temp_dir dir;
+  dnsmasq dns(
+      dir,
+      {"out-1.mx.example.com,127.0.1.5", "out-2.mx.example.com,127.0.2.6",
+       "dsl-127-0-4-8.pool.example.net,127.0.4.8", "dsl-127-0-5-9.pool.example.net,127.0.5.9"},
+      {"7.3.0.127.in-addr.arpa,out-3.mx.example.com"});
+  smtp_sink sink(dir);
+  guard mx(dir, listen_all(base_config(quoted(sink.address()), "",
+                                       "\n[greylist]\nenabled = true\ndelay = \"1s\"\n"
+                                       "\n[dnsbl]\nresolvers = [" +
+                                           quoted(dns.resolver()) + "]\n")));
+  auto attempt = [&](const std::string& from) {
+    smtp_client c;
+    EXPECT_TRUE(c.connect_from(from, mx.port()));
+    c.read_reply();
+    return c.start_transaction("news@example.com", "user@example.org").code;
+  };
+  EXPECT_EQ(attempt("127.0.1.5"), 451);  // first sight of example.com's triplet
+  EXPECT_EQ(attempt("127.0.3.7"), 451);  // claims out-3.mx.example.com: not confirmed
+  EXPECT_EQ(attempt("127.0.4.8"), 451);  // a generic name: its own network
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_EQ(attempt("127.0.2.6"), 250);  // another network, same confirmed domain
+  EXPECT_EQ(attempt("127.0.5.9"), 451);  // pool.example.net's other network: a stranger
+  EXPECT_NE(mx.log().find("as=d:example.com"), std::string::npos) << mx.log();
 }
 
 }  // namespace

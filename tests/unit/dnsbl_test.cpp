@@ -546,6 +546,30 @@ TEST(dnsbl_wire, parse_response) {
   }
 }
 
+TEST(dnsbl_wire, ptr_and_aaaa_answers) {
+  bool tc = false;
+  auto ptr =
+      build_response(response_spec()
+                         .with_question("7.100.51.198.in-addr.arpa. IN PTR")
+                         .with_answer("7.100.51.198.in-addr.arpa. 300 IN PTR Mail-1.Example.COM.")
+                         .with_answer("7.100.51.198.in-addr.arpa. 300 IN PTR out.example.net."));
+  auto names =
+      parse_response(ptr.data(), ptr.size(), "7.100.51.198.in-addr.arpa", rr_type::ptr, 0x1234, tc);
+  ASSERT_TRUE(names);
+  EXPECT_EQ(names->state, dns_result::status::answer);
+  EXPECT_EQ(names->names, (std::vector<std::string>{"mail-1.example.com", "out.example.net"}));
+  auto aaaa = build_response(response_spec()
+                                 .with_question("mail.example.com. IN AAAA")
+                                 .with_answer("mail.example.com. 60 IN AAAA 2001:db8::25")
+                                 .with_answer("mail.example.com. 60 IN A 192.0.2.25"));
+  auto six =
+      parse_response(aaaa.data(), aaaa.size(), "mail.example.com", rr_type::aaaa, 0x1234, tc);
+  ASSERT_TRUE(six);
+  ASSERT_EQ(six->addresses6.size(), 1u);
+  EXPECT_EQ(six->addresses6[0], boost::asio::ip::make_address_v6("2001:db8::25"));
+  EXPECT_TRUE(six->addresses.empty());  // the A record was not asked for
+}
+
 TEST(dnsbl_wire, parse_response_refuses_garbage) {
   struct row {
     const char* label;

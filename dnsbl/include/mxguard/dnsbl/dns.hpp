@@ -19,18 +19,21 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/address_v4.hpp>
+#include <boost/asio/ip/address_v6.hpp>
 #include <boost/asio/ip/udp.hpp>
 
 namespace mxguard::dnsbl {
 
-enum class rr_type : std::uint16_t { a = 1, txt = 16 };
+enum class rr_type : std::uint16_t { a = 1, ptr = 12, txt = 16, aaaa = 28 };
 
 struct dns_result {
   enum class status { answer, nxdomain, servfail, refused, timeout, error };
   status state = status::error;
-  std::vector<boost::asio::ip::address_v4> addresses;  // A records
-  std::vector<std::string> texts;                      // TXT strings, joined per record
-  std::uint32_t ttl = 0;  // smallest answer TTL, or the SOA minimum of a negative answer
+  std::vector<boost::asio::ip::address_v4> addresses;   // A records
+  std::vector<boost::asio::ip::address_v6> addresses6;  // AAAA records
+  std::vector<std::string> texts;                       // TXT strings, joined per record
+  std::vector<std::string> names;  // PTR targets: lower case, no trailing dot, as sent
+  std::uint32_t ttl = 0;           // smallest answer TTL, or the SOA minimum of a negative answer
   bool via_tcp = false;
   std::string error;  // what went wrong, for the log
 };

@@ -112,6 +112,12 @@ class engine : public std::enable_shared_from_this<engine> {
   // The same for domains (sender, HELO) against the RHSBL sites.
   boost::asio::awaitable<score> score_domain(std::string domain);
 
+  // The client's forward-confirmed reverse name (see client_name.hpp):
+  // the first PTR name whose A/AAAA records include the client, through the
+  // same resolvers, cache and timeout as the lists; nullopt when there is
+  // none or DNS did not answer in time.
+  boost::asio::awaitable<std::optional<std::string>> confirmed_name(
+      boost::asio::ip::address client);
   // RFC 5782 test of every site, once; updates health. Called periodically
   // by `run_health_checks` and directly by tests.
   boost::asio::awaitable<void> check_health();
