@@ -449,6 +449,17 @@ TEST(Fault, NextHopRefusing) {
   } rows[] = {
       {"soft-refuses RCPT", {"-r", "RCPT"}, "RCPT", 450, "450 4.3.0 Error: command failed"},
       {"soft-refuses the dot", {"-r", "."}, "dot", 450, "450 4.3.0 Error: command failed"},
+      // 421 ends the next hop's session, not the client's: a 451 with its text.
+      {"says 421 at MAIL and hangs up",
+       {"-Q", "MAIL"},
+       "RCPT",
+       451,
+       "451 4.0.0 Server closing connection"},
+      {"says 421 at the dot and hangs up",
+       {"-Q", "."},
+       "dot",
+       451,
+       "451 4.0.0 Server closing connection"},
       {"hangs up at the dot without a word",
        {"-q", "."},
        "dot",
