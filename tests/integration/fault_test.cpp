@@ -19,6 +19,11 @@
 namespace mxguard::test {
 namespace {
 
+std::chrono::milliseconds since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               t);
+}
+
 // The promises, for any fault.
 void expect_nothing_lost_or_doubled(const load_result& load, const delivery_report& report) {
   EXPECT_EQ(report.lost, 0u) << report.summary() << "\n" << load.summary();
@@ -89,12 +94,14 @@ TEST(Fault, RedisKilledAndRestartedUnderLoad) {
     std::this_thread::sleep_for(800ms);
     const auto during_outage = load.done() - killed_at;
     redis.restart();
+    const auto restarted = std::chrono::steady_clock::now();
     // Until decisions go to the new Redis process again, then a little more.
     bool recovered = false;
-    for (int i = 0; i < 100 && !recovered; ++i) {
-      std::this_thread::sleep_for(100ms);
+    for (int i = 0; i < 200 && !recovered; ++i) {
+      std::this_thread::sleep_for(50ms);
       recovered = redis.cli("--scan --pattern 'mxg:m:*'").find("mxg:m:") != std::string::npos;
     }
+    const auto recovery = since(restarted);
     const auto recovered_at = load.done();
     load.wait_done(recovered_at + 30, 20s);
     load.stop();
@@ -103,7 +110,10 @@ TEST(Fault, RedisKilledAndRestartedUnderLoad) {
     EXPECT_GT(during_outage, 10u) << "the load stalled while Redis was away";
     sink.wait_messages(result.accepted(), 5s);
     auto delivery = check_delivery(result, sink.messages());
-    report(std::string("redis killed, failure=") + r.policy, result, delivery);
+    report(fmt::format("redis killed for 800 ms, failure={} (deciding again {} ms after the "
+                       "restart)",
+                       r.policy, recovery.count()),
+           result, delivery);
     expect_nothing_lost_or_doubled(result, delivery);
     EXPECT_EQ(delivery.unconfirmed, 0u) << delivery.summary();
     expect_only_temporary_failures(result);
@@ -131,11 +141,6 @@ TEST(Fault, RedisKilledAndRestartedUnderLoad) {
 }
 
 // --- Sentinel ---------------------------------------------------------------------------
-
-std::chrono::milliseconds since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               t);
-}
 
 bool eventually(const std::function<bool()>& what, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
