@@ -483,10 +483,31 @@ void compile_limits(config& cfg, NodeFor&& node_for) {
   if (r.prefix.find_first_of("{}") != std::string::npos)
     fail(file, node_for("redis", "prefix"), "redis.prefix",
          "must not contain '{' or '}': mxguard's keys carry Redis Cluster hash tags");
-  if (!r.url.empty()) {
+  if (!r.sentinel_master.empty() && r.sentinels.empty())
+    fail(file, node_for("redis", "sentinel_master"), "redis.sentinel_master",
+         "needs redis.sentinels");
+  if (!r.url.empty() || !r.sentinels.empty()) {
     std::string error;
-    auto settings = ratelimit::parse_redis_url(r.url, error);
+    // With sentinels the url may be left out: it only adds password and database.
+    auto settings = r.url.empty() ? std::optional<ratelimit::redis_settings>(std::in_place)
+                                  : ratelimit::parse_redis_url(r.url, error);
     if (!settings) fail(file, node_for("redis", "url"), "redis.url", error);
+    if (!r.sentinels.empty()) {
+      if (!settings->unix_socket.empty())
+        fail(file, node_for("redis", "url"), "redis.url",
+             "a unix:// url cannot be combined with redis.sentinels");
+      if (r.sentinel_master.empty())
+        fail(file, node_for("redis", "sentinels"), "redis.sentinels",
+             "needs redis.sentinel_master (the name the sentinels monitor)");
+      for (const auto& text : r.sentinels) {
+        auto sentinel = ratelimit::parse_sentinel_address(text, error);
+        if (!sentinel)
+          fail(file, node_for("redis", "sentinels"), "redis.sentinels", "'" + text + "': " + error);
+        settings->sentinels.push_back(std::move(*sentinel));
+      }
+      settings->sentinel_master = r.sentinel_master;
+      settings->sentinel_password = r.sentinel_password;
+    }
     settings->timeout = r.timeout;
     settings->prefix = r.prefix;
     settings->failure = r.failure == "local"  ? ratelimit::redis_settings::on_failure::local
@@ -612,8 +633,9 @@ void compile(config& cfg, const toml::table& root) {
     if (s.stats.store != "file" && s.stats.store != "redis")
       fail(file, node_for("stats", "store"), "stats.store",
            "'" + s.stats.store + "' is not file or redis");
-    if (s.stats.store == "redis" && s.redis.url.empty())
-      fail(file, node_for("stats", "store"), "stats.store", "\"redis\" needs redis.url");
+    if (s.stats.store == "redis" && s.redis.url.empty() && s.redis.sentinels.empty())
+      fail(file, node_for("stats", "store"), "stats.store",
+           "\"redis\" needs redis.url or redis.sentinels");
     if (!s.dnsbl_zone.listen.empty() && !valid_domain(s.dnsbl_zone.zone))
       fail(file, node_for("dnsbl_zone", "zone"), "dnsbl_zone.zone",
            "a zone name is needed when dnsbl_zone.listen is set");
@@ -835,6 +857,9 @@ std::string describe(const config& cfg) {
       if (at != std::string::npos && scheme != std::string::npos)
         value = url.substr(0, scheme + 3) + "********" + url.substr(at);
     }
+    if (spec.section == "redis" && spec.name == "sentinel_password" &&
+        !std::get<std::string>(value).empty())
+      value = std::string("********");
     if ((spec.section == "batv" || spec.section == "dnsbl") && spec.name == "keys") {
       auto masked = std::get<std::vector<std::string>>(value);
       for (auto& k : masked) {

@@ -213,6 +213,9 @@ struct redis_config {
   std::string failure;
   duration timeout{};
   std::string prefix;
+  std::vector<std::string> sentinels;
+  std::string sentinel_master;
+  std::string sentinel_password;
   friend bool operator==(const redis_config&, const redis_config&) = default;
 };
 
@@ -315,7 +318,7 @@ struct config {
     }
   } limits;
   ratelimit::greylist_policy greylist;
-  std::optional<ratelimit::redis_settings> redis;  // set when redis.url is
+  std::optional<ratelimit::redis_settings> redis;  // set when redis.url or redis.sentinels is
   std::vector<ip_prefix> greylist_allowlist_networks;
   relay_domain_set greylist_allowlist_senders;
 

@@ -343,6 +343,18 @@ const setting_spec table[] = {
      "Prefix of every key mxguard writes (share one Redis between deployments); no `{` or `}` "
      "(keys carry Redis Cluster hash tags).",
      MXG_FIELD(redis, prefix)},
+    {"redis", "sentinels", value_kind::string_list, "[]", 0, 0,
+     "Redis Sentinels `host:port` (port 26379 when left out), asked in turn on every (re)connect "
+     "for the primary of `sentinel_master`; `url`'s host is then not used (its password and "
+     "database are). Empty = no Sentinel.",
+     MXG_FIELD(redis, sentinels)},
+    {"redis", "sentinel_master", value_kind::string, R"("")", 0, 0,
+     "The name the sentinels monitor the primary under (`sentinel monitor NAME ...`); needed "
+     "with `sentinels`.",
+     MXG_FIELD(redis, sentinel_master)},
+    {"redis", "sentinel_password", value_kind::string, R"("")", 0, 0,
+     "Password the sentinels want (their `requirepass`); empty = none.",
+     MXG_FIELD(redis, sentinel_password)},
     // [greylist]
     {"greylist", "enabled", value_kind::boolean, "false", 0, 0,
      "Greylist (client network, sender, recipient) triplets at RCPT with `451 4.7.1`.",

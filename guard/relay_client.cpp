@@ -111,6 +111,14 @@ asio::awaitable<smtp_reply> relay_client::read_reply(std::chrono::milliseconds t
   }
   // After a made-up reply the connection is in an unknown state: never reuse it.
   if (result->local) drop();
+  // 421 closes the next hop's channel (RFC 5321 §3.8), not our client's:
+  // passed on as it is, it would tell the client to end a session that can
+  // go on. The client's command fails with 451 and the next hop's text; the
+  // connection is not used again.
+  if (result->code == 421) {
+    drop();
+    result->code = 451;
+  }
   co_return std::move(*result);
 }
 

@@ -37,6 +37,15 @@ std::string rfc5322_date(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
+// A temporary refusal in place of the greeting. RFC 5321 knows only 220,
+// 554 and 421 there (§4.3.2, §3.8): a check's 451 (the state store away
+// with redis.failure = "tempfail") goes out as 421 with its text, and the
+// connection is closed as 421 says.
+std::string greeting_tempfail(std::string reply) {
+  if (!reply.starts_with("421") && reply.size() >= 3) reply.replace(0, 3, "421");
+  return reply;
+}
+
 mailbox split_mailbox(const std::string& address) {
   auto at = address.rfind('@');
   if (at == std::string::npos) return {address, ""};
@@ -319,6 +328,7 @@ asio::awaitable<void> session::run() {
       pending_refusal_ = v;
     } else if (is_refusal(v)) {
       ++refused_;
+      if (!v.reply.starts_with("5")) v.reply = greeting_tempfail(std::move(v.reply));
       log_reject("connect", v.rule, v.reply);
       if (v.reply.starts_with("5"))
         co_await refused_dialogue(v.reply);
@@ -332,6 +342,7 @@ asio::awaitable<void> session::run() {
     auto v = co_await snapshot_->limits->acquire_lease(facts_, lease_held_);
     if (is_refusal(v)) {
       ++refused_;
+      v.reply = greeting_tempfail(std::move(v.reply));
       log_reject("connect", v.rule, v.reply);
       co_await close_with(v.reply);
       refused_at_connect = true;

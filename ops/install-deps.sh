@@ -12,7 +12,7 @@ packages=(
   libgtest-dev googletest
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
-  postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server
+  postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server redis-sentinel
   # an authoritative DNS with PTR records for the reverse-DNS tests
   dnsmasq-base
   # the firewall feeders' targets, and network namespaces for their tests

@@ -75,12 +75,45 @@ class redis_stats_backend final : public ops::stats_backend {
   }
 
  private:
+  // With Sentinel: the primary the first sentinel that answers names.
+  redis_endpoint primary(const timeval& timeout) const {
+    std::string errors;
+    for (const auto& sentinel : settings_.sentinels) {
+      try {
+        std::unique_ptr<redisContext, context_deleter> c(
+            redisConnectWithTimeout(sentinel.host.c_str(), sentinel.port, timeout));
+        if (!c || c->err) throw ops::stats_error(c ? c->errstr : "cannot allocate context");
+        redisSetTimeout(c.get(), timeout);
+        if (!settings_.sentinel_password.empty()) {
+          std::vector<std::string> auth{"AUTH", settings_.sentinel_password};
+          command(c.get(), auth);
+        }
+        std::vector<std::string> ask{"SENTINEL", "get-master-addr-by-name",
+                                     settings_.sentinel_master};
+        auto r = command(c.get(), ask);
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+          return {std::string(r->element[0]->str, r->element[0]->len),
+                  std::atoi(r->element[1]->str)};
+        throw ops::stats_error("does not know " + settings_.sentinel_master);
+      } catch (const ops::stats_error& e) {
+        errors += fmt::format("{}sentinel {}:{}: {}", errors.empty() ? "" : "; ", sentinel.host,
+                              sentinel.port, e.what());
+      }
+    }
+    throw ops::stats_error("redis: no primary from the sentinels (" + errors + ")");
+  }
+
   std::unique_ptr<redisContext, context_deleter> connect() {
     const timeval timeout{1, 0};
-    std::unique_ptr<redisContext, context_deleter> c(
-        settings_.unix_socket.empty()
-            ? redisConnectWithTimeout(settings_.host.c_str(), settings_.port, timeout)
-            : redisConnectUnixWithTimeout(settings_.unix_socket.c_str(), timeout));
+    std::unique_ptr<redisContext, context_deleter> c;
+    if (!settings_.sentinels.empty()) {
+      auto p = primary(timeout);
+      c.reset(redisConnectWithTimeout(p.host.c_str(), p.port, timeout));
+    } else {
+      c.reset(settings_.unix_socket.empty()
+                  ? redisConnectWithTimeout(settings_.host.c_str(), settings_.port, timeout)
+                  : redisConnectUnixWithTimeout(settings_.unix_socket.c_str(), timeout));
+    }
     if (!c || c->err)
       throw ops::stats_error("redis: " + std::string(c ? c->errstr : "cannot allocate context"));
     redisSetTimeout(c.get(), timeout);

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -232,21 +233,33 @@ redis_value convert(const redisReply* r) {
 
 class connection : public std::enable_shared_from_this<connection> {
  public:
+  using clock = std::chrono::steady_clock;
+
   explicit connection(asio::any_io_executor executor) : fd_(executor) {}
   ~connection() { close(); }
 
-  bool connected() const { return context_ != nullptr && ready_; }
+  // hiredis still holds a context (it frees it on a disconnect or error).
+  bool open() const { return context_ != nullptr; }
+  // When the server last said something (or the connect started), and how
+  // many commands wait for their replies: silence while commands wait is
+  // how a hung server shows.
+  clock::time_point last_heard() const { return last_heard_; }
+  std::size_t pending() const { return pending_; }
 
-  // Starts a non-blocking connect; true when hiredis accepted to start.
-  bool start(const redis_settings& s) {
+  // Starts a non-blocking connect (to `unix_socket` when not empty); true
+  // when hiredis accepted to start. Commands may be sent at once: hiredis
+  // queues them behind the connect.
+  bool start(const std::string& host, int port, const std::string& unix_socket) {
     close();
-    context_ = s.unix_socket.empty() ? redisAsyncConnect(s.host.c_str(), s.port)
-                                     : redisAsyncConnectUnix(s.unix_socket.c_str());
+    context_ = unix_socket.empty() ? redisAsyncConnect(host.c_str(), port)
+                                   : redisAsyncConnectUnix(unix_socket.c_str());
     if (!context_ || context_->err) {
       if (context_) redisAsyncFree(context_);
       context_ = nullptr;
       return false;
     }
+    pending_ = 0;
+    last_heard_ = clock::now();
     context_->data = this;
     fd_.assign(context_->c.fd);
     context_->ev.data = this;
@@ -257,11 +270,7 @@ class connection : public std::enable_shared_from_this<connection> {
     context_->ev.cleanup = [](void* p) { static_cast<connection*>(p)->on_cleanup(); };
     redisAsyncSetConnectCallback(context_, [](const redisAsyncContext* c, int status) {
       auto* self = static_cast<connection*>(c->data);
-      if (self) self->ready_ = status == REDIS_OK;
-    });
-    redisAsyncSetDisconnectCallback(context_, [](const redisAsyncContext* c, int) {
-      auto* self = static_cast<connection*>(c->data);
-      if (self) self->ready_ = false;
+      if (self && status == REDIS_OK) self->last_heard_ = clock::now();
     });
     return true;
   }
@@ -279,16 +288,22 @@ class connection : public std::enable_shared_from_this<connection> {
     auto* holder = new std::function<void(redis_value)>(std::move(done));
     int rc = redisAsyncCommandArgv(
         context_,
-        [](redisAsyncContext*, void* reply, void* privdata) {
-          auto* fn = static_cast<std::function<void(redis_value)>*>(privdata);
+        [](redisAsyncContext* c, void* reply, void* privdata) {
+          std::unique_ptr<std::function<void(redis_value)>> fn(
+              static_cast<std::function<void(redis_value)>*>(privdata));
+          // c->data is cleared by close() before it frees the context.
+          if (auto* self = static_cast<connection*>(c->data)) {
+            if (self->pending_ > 0) --self->pending_;
+            if (reply) self->last_heard_ = clock::now();
+          }
           (*fn)(convert(static_cast<redisReply*>(reply)));
-          delete fn;
         },
         holder, static_cast<int>(args.size()), argv.data(), lengths.data());
     if (rc != REDIS_OK) {
       delete holder;
       return false;
     }
+    ++pending_;
     return true;
   }
 
@@ -300,7 +315,7 @@ class connection : public std::enable_shared_from_this<connection> {
       redisAsyncFree(c);
     }
     release_fd();
-    ready_ = false;
+    pending_ = 0;
   }
 
  private:
@@ -351,19 +366,19 @@ class connection : public std::enable_shared_from_this<connection> {
     reading_ = writing_ = false;
     release_fd();
     context_ = nullptr;
-    ready_ = false;
   }
 
   redisAsyncContext* context_ = nullptr;
   asio::posix::stream_descriptor fd_;
-  bool ready_ = false;
+  clock::time_point last_heard_{};
+  std::size_t pending_ = 0;
   bool reading_ = false, writing_ = false;
   bool read_armed_ = false, write_armed_ = false;
 };
 
 // --- the store -------------------------------------------------------------------
 
-class redis_store final : public state_store {
+class redis_store final : public state_store, public std::enable_shared_from_this<redis_store> {
  public:
   redis_store(redis_settings s, std::shared_ptr<state_store> fallback)
       : settings_(std::move(s)),
@@ -632,12 +647,15 @@ class redis_store final : public state_store {
     co_return reply;
   }
 
-  // One command with the deadline `timeout`; nullopt when Redis is down,
-  // slow or the circuit is open.
+  // One command, answered within `timeout` from the call (connecting
+  // included); nullopt when Redis is down, slow, no longer the primary, or
+  // the circuit is open.
   asio::awaitable<std::optional<redis_value>> call(std::vector<std::string> args) {
     auto executor = co_await asio::this_coro::executor;
-    auto& conn = thread_connection(executor);
-    if (!co_await ensure_connected(conn, executor)) co_return std::nullopt;
+    const auto deadline = std::chrono::steady_clock::now() + settings_.timeout;
+    auto& st = thread_connection(executor);
+    if (!co_await ensure_connected(st, executor, deadline)) co_return std::nullopt;
+    const auto generation = st.generation;
     struct waiter {
       explicit waiter(asio::any_io_executor e) : timer(e) {}
       asio::steady_timer timer;
@@ -647,25 +665,35 @@ class redis_store final : public state_store {
     auto w = std::make_shared<waiter>(executor);
     const auto started = std::chrono::steady_clock::now();
     calls_.fetch_add(1, std::memory_order_relaxed);
-    w->timer.expires_after(settings_.timeout);
-    bool sent = conn.conn->send(args, [w](redis_value v) {
+    w->timer.expires_at(deadline);
+    bool sent = st.conn->send(args, [w](redis_value v) {
       w->value = std::move(v);
       w->done = true;
       w->timer.cancel();
     });
     if (!sent) {
-      mark_down(conn, "send failed");
+      mark_down(st, generation, "send failed");
       co_return std::nullopt;
     }
     co_await w->timer.async_wait(use_tuple);
     if (!w->done) {
-      // Too slow: give up on this connection (its late replies go nowhere)
-      // and on Redis for a while.
-      mark_down(conn, "timeout");
+      // Too slow for this session. The connection is given up (its late
+      // replies go nowhere) only when it has said nothing for a whole
+      // `timeout` while commands waited: a session that spent its time
+      // waiting for a connect does not condemn a connection just made.
+      if (generation == st.generation && st.conn->pending() > 0 &&
+          std::chrono::steady_clock::now() - st.conn->last_heard() >= settings_.timeout)
+        mark_down(st, generation, "timeout");
       co_return std::nullopt;
     }
     if (w->value->type == 0) {
-      mark_down(conn, "connection lost");
+      mark_down(st, generation, "connection lost");
+      co_return std::nullopt;
+    }
+    if (w->value->type == REDIS_REPLY_ERROR && demoted(w->value->text)) {
+      // A primary turned replica under us (Sentinel failover): a failure,
+      // and the reconnect asks the sentinels for the new primary.
+      mark_down(st, generation, "not the primary: " + w->value->text.substr(0, 60));
       co_return std::nullopt;
     }
     latency_us_.fetch_add(
@@ -675,6 +703,13 @@ class redis_store final : public state_store {
         std::memory_order_relaxed);
     answered_.fetch_add(1, std::memory_order_relaxed);
     co_return std::move(w->value);
+  }
+
+  // READONLY: a write reached a replica (also from inside a script);
+  // MASTERDOWN: a replica that lost its primary and serves nothing.
+  static bool demoted(std::string_view error) {
+    return error.starts_with("READONLY") || error.starts_with("MASTERDOWN") ||
+           error.find("READONLY You can't write") != std::string_view::npos;
   }
 
   store_health health() const override {
@@ -688,13 +723,21 @@ class redis_store final : public state_store {
     return h;
   }
 
+  // The connection of one I/O thread and its circuit breaker. `generation`
+  // counts connects: a failure reported for an older one (a late reply of a
+  // connection already given up) changes nothing, so one outage opens the
+  // circuit once, not once per session that was waiting.
   struct thread_state {
     std::shared_ptr<connection> conn;
+    std::uint64_t generation = 0;
+    bool up = false;  // connected, set up, and (with Sentinel) the primary
+    bool connecting = false;
     std::chrono::steady_clock::time_point retry_at{};
     std::chrono::milliseconds backoff{100};
-    bool authenticated = false;
-    bool connecting = false;
-    std::vector<std::shared_ptr<asio::steady_timer>> waiting;
+    std::vector<std::shared_ptr<asio::steady_timer>> waiting;  // sessions awaiting a connect
+    std::uint64_t ups_seen = 0;     // connects made by any thread when this one went down
+    std::size_t next_sentinel = 0;  // the one that answered last is asked first
+    std::string primary;            // "host:port" the sentinels named last
   };
 
   thread_state& thread_connection(const asio::any_io_executor& executor) {
@@ -704,9 +747,12 @@ class redis_store final : public state_store {
     return st;
   }
 
-  void mark_down(thread_state& st, std::string_view why) {
+  void mark_down(thread_state& st, std::uint64_t generation, std::string_view why) {
+    if (generation != st.generation) return;  // that connection was given up already
+    ++st.generation;
     st.conn->close();
-    st.authenticated = false;
+    st.up = false;
+    st.ups_seen = ups_.load(std::memory_order_relaxed);
     // Exponential backoff with jitter, so that the threads (and the gateways
     // of a pair) do not all knock on a recovering Redis at once.
     static thread_local std::mt19937 rng{std::random_device{}()};
@@ -734,33 +780,238 @@ class redis_store final : public state_store {
     return "?";
   }
 
-  asio::awaitable<bool> ensure_connected(thread_state& st, asio::any_io_executor executor) {
-    if (st.conn->connected() && st.authenticated) co_return true;
-    if (st.connecting) {
-      // Another session of this thread is connecting: wait for its outcome
-      // rather than start a second connect that would tear the first down.
-      auto timer = std::make_shared<asio::steady_timer>(executor, settings_.timeout);
-      st.waiting.push_back(timer);
-      co_await timer->async_wait(use_tuple);
-      co_return st.conn->connected() && st.authenticated;
+  // True when the thread's connection is up by `deadline`. The connect runs
+  // as its own coroutine, so it goes on (asking sentinels, AUTH, SELECT)
+  // after a session stopped waiting for it, and the next session finds it
+  // made; every session waits at most until its deadline.
+  asio::awaitable<bool> ensure_connected(thread_state& st, asio::any_io_executor executor,
+                                         std::chrono::steady_clock::time_point deadline) {
+    if (st.up && !st.conn->open()) st.up = false;  // hiredis saw it close: reconnect now
+    if (st.up && !settings_.sentinels.empty()) {
+      if (primary_moved(st)) {
+        // The sentinels name another primary (a graceful failover: the old
+        // one still takes writes until they reconfigure it, which can take
+        // seconds). Leave it now, without opening the circuit; commands in
+        // flight on it fall to the failure policy.
+        ++st.generation;
+        st.conn->close();
+        st.up = false;
+        st.retry_at = {};
+      } else {
+        check_primary(executor);
+      }
     }
-    if (std::chrono::steady_clock::now() < st.retry_at) co_return false;  // circuit open
-    st.connecting = true;
-    bool ok = co_await connect(st, executor);
+    if (st.up) co_return true;
+    if (!st.connecting) {
+      // The circuit is open until the backoff has passed, or until another
+      // thread has connected since this one failed (Redis is back, or the
+      // sentinels name a new primary): then every thread follows at once.
+      // With Sentinel, also once the sentinels name another primary than
+      // the one that failed: a promotion is followed without waiting out
+      // the backoff, however long the outage before it was.
+      bool circuit_open = std::chrono::steady_clock::now() < st.retry_at &&
+                          ups_.load(std::memory_order_relaxed) == st.ups_seen;
+      if (circuit_open && !settings_.sentinels.empty()) {
+        if (primary_moved(st))
+          circuit_open = false;
+        else
+          check_primary(executor);
+      }
+      if (circuit_open) co_return false;
+      st.connecting = true;
+      auto self = shared_from_this();
+      auto* state = &st;
+      asio::co_spawn(
+          executor, [self, state]() { return self->connect(*state); },
+          [](std::exception_ptr e) {
+            if (!e) return;
+            try {
+              std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+              ops::event("REDIS", ops::severity::error).add("error", ex.what()).emit();
+            }
+          });
+    }
+    auto timer = std::make_shared<asio::steady_timer>(executor, deadline);
+    st.waiting.push_back(timer);
+    co_await timer->async_wait(use_tuple);
+    co_return st.up;
+  }
+
+  // True when the sentinels last named another primary than `st`'s.
+  bool primary_moved(const thread_state& st) {
+    std::lock_guard lock(primary_mutex_);
+    return !named_primary_.empty() && named_primary_ != st.primary;
+  }
+
+  // While Redis is used (or the circuit is open), one sentinel is asked
+  // every `primary_check_interval` (for the whole store, not per thread)
+  // which primary is current; threads compare it with theirs on their next
+  // call.
+  // (Sentinel's +switch-master announcement would need a subscribed
+  // connection per store; one short question a second does the same job.)
+  void check_primary(asio::any_io_executor executor) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (now < next_primary_check_.load(std::memory_order_relaxed) ||
+        checking_primary_.exchange(true))
+      return;
+    auto self = shared_from_this();
+    asio::co_spawn(
+        executor, [self, executor]() { return self->ask_for_primary(executor); },
+        [](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            ops::event("REDIS", ops::severity::error).add("error", ex.what()).emit();
+          }
+        });
+  }
+
+  asio::awaitable<void> ask_for_primary(asio::any_io_executor executor) {
+    auto answer = co_await ask_sentinels(thread_connection(executor), executor);
+    if (answer.primary) {
+      std::lock_guard lock(primary_mutex_);
+      named_primary_ = fmt::format("{}:{}", answer.primary->host, answer.primary->port);
+    }
+    next_primary_check_.store(
+        (std::chrono::steady_clock::now() + primary_check_interval).time_since_epoch().count(),
+        std::memory_order_relaxed);
+    checking_primary_.store(false);
+  }
+
+  // One command on `c` with the deadline `timeout`; nullopt when no reply
+  // came in time (an empty value when the connection died).
+  asio::awaitable<std::optional<redis_value>> exchange(connection& c, std::vector<std::string> cmd,
+                                                       asio::any_io_executor executor) {
+    struct waiter {
+      explicit waiter(asio::any_io_executor e) : timer(e) {}
+      asio::steady_timer timer;
+      std::optional<redis_value> value;
+    };
+    auto w = std::make_shared<waiter>(executor);
+    w->timer.expires_after(settings_.timeout);
+    if (!c.send(cmd, [w](redis_value v) {
+          w->value = std::move(v);
+          w->timer.cancel();
+        }))
+      co_return redis_value{};
+    co_await w->timer.async_wait(use_tuple);
+    co_return std::move(w->value);
+  }
+
+  static std::string describe_failure(const std::optional<redis_value>& reply) {
+    if (!reply) return "timeout";
+    if (reply->type == 0) return "connection refused or closed";
+    if (reply->type == REDIS_REPLY_ERROR) return "refused: " + reply->text;
+    return "unexpected reply";
+  }
+
+  struct sentinel_answer {
+    std::optional<redis_endpoint> primary;
+    std::string error;  // each sentinel's failure, when none answered
+  };
+
+  // Asks the sentinels in turn for the primary of `sentinel_master`.
+  asio::awaitable<sentinel_answer> ask_sentinels(thread_state& st, asio::any_io_executor executor) {
+    sentinel_answer answer;
+    const auto& sentinels = settings_.sentinels;
+    for (std::size_t i = 0; i < sentinels.size(); ++i) {
+      const auto index = (st.next_sentinel + i) % sentinels.size();
+      const auto& sentinel = sentinels[index];
+      auto probe = std::make_shared<connection>(executor);
+      std::optional<redis_value> reply;
+      if (probe->start(sentinel.host, sentinel.port, "")) {
+        if (!settings_.sentinel_password.empty()) {
+          std::vector<std::string> auth{"AUTH", settings_.sentinel_password};
+          reply = co_await exchange(*probe, std::move(auth), executor);
+        }
+        if (settings_.sentinel_password.empty() || (reply && reply->ok())) {
+          std::vector<std::string> ask{"SENTINEL", "get-master-addr-by-name",
+                                       settings_.sentinel_master};
+          reply = co_await exchange(*probe, std::move(ask), executor);
+        }
+      }
+      probe->close();
+      std::string why;
+      if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements.size() == 2) {
+        int port = 0;
+        const auto& p = reply->elements[1].text;
+        auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+        if (ec == std::errc{} && end == p.data() + p.size() && port > 0 && port < 65536 &&
+            !reply->elements[0].text.empty()) {
+          st.next_sentinel = index;
+          answer.primary = redis_endpoint{reply->elements[0].text, port};
+          co_return answer;
+        }
+        why = "bad answer";
+      } else if (reply && reply->type == REDIS_REPLY_NIL) {
+        why = "does not know " + settings_.sentinel_master;
+      } else {
+        why = reply ? describe_failure(reply) : "timeout";
+      }
+      if (!answer.error.empty()) answer.error += "; ";
+      answer.error += fmt::format("sentinel {}:{}: {}", sentinel.host, sentinel.port, why);
+    }
+    co_return answer;
+  }
+
+  // Connects this thread's connection: the sentinels' primary (or the
+  // configured server), then AUTH, SELECT, ROLE (with Sentinel) and PING,
+  // each of whose replies must come within `timeout`. Wakes the sessions
+  // waiting for it when done, either way.
+  asio::awaitable<void> connect(thread_state& st) {
+    auto executor = co_await asio::this_coro::executor;
+    const auto generation = ++st.generation;
+    st.up = false;
+    const bool ok = co_await connect_steps(st, generation, executor);
+    if (ok && generation == st.generation) {
+      st.up = true;
+      st.backoff = std::chrono::milliseconds(100);
+      ups_.fetch_add(1, std::memory_order_relaxed);
+      // A new primary is logged once, by the first thread that uses it
+      // (a graceful failover can be followed without any failure).
+      std::string previous;  // stays empty unless the primary changed
+      if (!settings_.sentinels.empty()) {
+        std::lock_guard lock(primary_mutex_);
+        if (primary_ != st.primary) previous = std::exchange(primary_, st.primary);
+      }
+      if (down_.exchange(false)) {
+        ops::event e("REDIS");
+        e.add("state", "up");
+        if (!settings_.sentinels.empty()) e.add("primary", st.primary);
+        e.emit();
+      } else if (!previous.empty()) {
+        ops::event("REDIS").add("primary", st.primary).add("previous", previous).emit();
+      }
+    }
     st.connecting = false;
     for (auto& t : st.waiting) t->cancel();
     st.waiting.clear();
-    co_return ok;
   }
 
-  asio::awaitable<bool> connect(thread_state& st, asio::any_io_executor executor) {
-    st.authenticated = false;
-    if (!st.conn->start(settings_)) {
-      mark_down(st, "connect failed");
+  asio::awaitable<bool> connect_steps(thread_state& st, std::uint64_t generation,
+                                      asio::any_io_executor executor) {
+    std::string host = settings_.host;
+    int port = settings_.port;
+    if (!settings_.sentinels.empty()) {
+      auto answer = co_await ask_sentinels(st, executor);
+      if (generation != st.generation) co_return false;
+      if (!answer.primary) {
+        mark_down(st, generation, "no primary from the sentinels (" + answer.error + ")");
+        co_return false;
+      }
+      host = answer.primary->host;
+      port = answer.primary->port;
+      st.primary = fmt::format("{}:{}", host, port);
+      std::lock_guard lock(primary_mutex_);
+      named_primary_ = st.primary;
+    }
+    if (!st.conn->start(host, port, settings_.sentinels.empty() ? settings_.unix_socket : "")) {
+      mark_down(st, generation, "connect failed");
       co_return false;
     }
-    // AUTH and SELECT are queued behind the connect; their replies tell
-    // whether the connection works.
+    // Queued behind the connect; their replies tell whether the connection works.
     std::vector<std::vector<std::string>> setup;
     if (!settings_.password.empty()) {
       if (settings_.user.empty())
@@ -769,29 +1020,28 @@ class redis_store final : public state_store {
         setup.push_back({"AUTH", settings_.user, settings_.password});
     }
     if (settings_.database != 0) setup.push_back({"SELECT", std::to_string(settings_.database)});
+    if (!settings_.sentinels.empty()) setup.push_back({"ROLE"});
     setup.push_back({"PING"});
-    for (const auto& cmd : setup) {
-      auto w = std::make_shared<std::pair<asio::steady_timer, std::optional<redis_value>>>(
-          asio::steady_timer(executor), std::nullopt);
-      w->first.expires_after(settings_.timeout);
-      if (!st.conn->send(cmd, [w](redis_value v) {
-            w->second = std::move(v);
-            w->first.cancel();
-          })) {
-        mark_down(st, "send failed");
+    for (auto& cmd : setup) {
+      const bool role = cmd.front() == "ROLE";
+      auto reply = co_await exchange(*st.conn, std::move(cmd), executor);
+      if (generation != st.generation) co_return false;
+      if (!reply || !reply->ok()) {
+        mark_down(st, generation,
+                  reply && reply->type == REDIS_REPLY_ERROR ? "setup refused: " + reply->text
+                  : reply                                   ? describe_failure(reply)
+                                                            : "connect timeout");
         co_return false;
       }
-      co_await w->first.async_wait(use_tuple);
-      if (!w->second || !w->second->ok()) {
-        mark_down(st, !w->second             ? "connect timeout"
-                      : w->second->type == 0 ? "connection refused or closed"
-                                             : "setup refused: " + w->second->text);
+      if (role && (reply->type != REDIS_REPLY_ARRAY || reply->elements.empty() ||
+                   reply->elements[0].text != "master")) {
+        // The sentinels' answer is stale (a failover in progress): ask again later.
+        mark_down(st, generation,
+                  fmt::format("{} is not the primary (role {})", st.primary,
+                              reply->elements.empty() ? "?" : reply->elements[0].text));
         co_return false;
       }
     }
-    st.authenticated = true;
-    st.backoff = std::chrono::milliseconds(100);
-    if (down_.exchange(false)) ops::event("REDIS").add("state", "up").emit();
     co_return true;
   }
 
@@ -805,10 +1055,57 @@ class redis_store final : public state_store {
   // The blocklist keys outlive their longest entry (bans are capped below it).
   static constexpr std::int64_t block_key_lifetime_ms = 400ll * 24 * 3600 * 1000;
   std::atomic<bool> down_{false};
+  std::atomic<std::uint64_t> ups_{0};  // successful connects, all threads
+  // With Sentinel: the primary last connected to (for the log), the one the
+  // sentinels named last, and when to ask them again.
+  static constexpr std::chrono::seconds primary_check_interval{1};
+  std::mutex primary_mutex_;
+  std::string primary_;
+  std::string named_primary_;
+  std::atomic<std::chrono::steady_clock::rep> next_primary_check_{0};
+  std::atomic<bool> checking_primary_{false};
   std::atomic<std::uint64_t> calls_{0}, answered_{0}, latency_us_{0};
 };
 
 }  // namespace
+
+namespace {
+
+// "[v6]:port", "host:port", "host" (port left as it is).
+bool parse_host_port(std::string_view hostport, std::string& host, int& port, std::string& error) {
+  auto colon = hostport.starts_with('[') ? hostport.find("]:") : hostport.rfind(':');
+  if (colon != std::string_view::npos && hostport.starts_with('[')) ++colon;
+  if (colon != std::string_view::npos) {
+    auto digits = hostport.substr(colon + 1);
+    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (ec != std::errc{} || p != digits.data() + digits.size() || port <= 0 || port > 65535) {
+      error = "bad port";
+      return false;
+    }
+    hostport = hostport.substr(0, colon);
+  }
+  if (hostport.starts_with('[') && hostport.ends_with(']'))
+    hostport = hostport.substr(1, hostport.size() - 2);
+  if (hostport.empty()) {
+    error = "missing host";
+    return false;
+  }
+  if (hostport.find_first_of("[]/@ \t") != std::string_view::npos) {
+    error = "bad host";
+    return false;
+  }
+  host = std::string(hostport);
+  return true;
+}
+
+}  // namespace
+
+std::optional<redis_endpoint> parse_sentinel_address(std::string_view text, std::string& error) {
+  redis_endpoint e;
+  e.port = default_sentinel_port;
+  if (!parse_host_port(text, e.host, e.port, error)) return std::nullopt;
+  return e;
+}
 
 std::optional<redis_settings> parse_redis_url(std::string_view url, std::string& error) {
   redis_settings s;
@@ -859,25 +1156,7 @@ std::optional<redis_settings> parse_redis_url(std::string_view url, std::string&
       }
     }
   }
-  // "[v6]:port", "host:port", "host"
-  auto colon = hostport.starts_with('[') ? hostport.find("]:") : hostport.rfind(':');
-  if (colon != std::string_view::npos && hostport.starts_with('[')) ++colon;
-  if (colon != std::string_view::npos) {
-    auto port = hostport.substr(colon + 1);
-    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), s.port);
-    if (ec != std::errc{} || p != port.data() + port.size() || s.port <= 0 || s.port > 65535) {
-      error = "bad port";
-      return std::nullopt;
-    }
-    hostport = hostport.substr(0, colon);
-  }
-  if (hostport.starts_with('[') && hostport.ends_with(']'))
-    hostport = hostport.substr(1, hostport.size() - 2);
-  if (hostport.empty()) {
-    error = "missing host";
-    return std::nullopt;
-  }
-  s.host = std::string(hostport);
+  if (!parse_host_port(hostport, s.host, s.port, error)) return std::nullopt;
   return s;
 }
 

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -199,6 +200,10 @@ class rbldnsd {
     throw std::runtime_error("rbldnsd did not start:\n" + read_file(dir / "rbldnsd.log"));
   }
   std::string resolver() const { return "127.0.0.1:" + std::to_string(port_); }
+  // SIGSTOP: a black hole (queries are taken by the kernel, never answered);
+  // SIGCONT: answering again (resume before the end of a test).
+  void pause() { process_.signal(SIGSTOP); }
+  void resume() { process_.signal(SIGCONT); }
   // How many queries for exactly `name` (any type) rbldnsd has answered.
   std::size_t queries_for(const std::string& name) const {
     std::istringstream lines(read_file(query_log_));

@@ -112,6 +112,30 @@ TEST(RedisFailure, EveryPolicyAnswersWithinTheTimeoutAndRecovers) {
   }
 }
 
+TEST(RedisReplica, WriteAnsweredReadonlyIsAFailure) {
+  // A replica (a primary demoted by a failover): its READONLY answers to
+  // writes count as Redis being away, for the failure policy and the circuit.
+  temp_dir dir;
+  // (No 5 s wait for more replicas before a full sync.)
+  redis_server primary(dir, "", 0, {"--repl-diskless-sync-delay", "0"});
+  redis_server replica(dir, "", 0,
+                       {"--replicaof", "127.0.0.1", std::to_string(primary.port()),
+                        "--repl-diskless-sync-delay", "0"});
+  for (int i = 0; i < 100 && replica.cli("INFO replication").find("master_link_status:up") ==
+                                 std::string::npos;
+       ++i)
+    std::this_thread::sleep_for(100ms);
+  smtp_sink sink(dir);
+  guard mx(dir, shared_config(sink, replica.url(), "messages_per_ip = \"1000/1m\"\n",
+                              "failure = \"tempfail\"\n"));
+  auto reply = try_mail(mx.port());
+  EXPECT_EQ(reply.code, 451) << reply.text;
+  std::this_thread::sleep_for(100ms);
+  auto log = mx.log();
+  EXPECT_NE(log.find("state=down error=\"not the primary: READONLY"), std::string::npos) << log;
+  EXPECT_EQ(replica.cli("--scan --pattern 'mxg:*'"), "");
+}
+
 TEST(RedisAuth, RequirePassWithPasswordInUrl) {
   temp_dir dir;
   redis_server redis(dir, "s3cret-pw");

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -203,7 +204,7 @@ int child::stop() {
 // --- smtp-sink ---------------------------------------------------------------
 
 smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options, const std::string& name)
-    : dump_dir_(dir / (name + "-dump")) {
+    : dump_dir_(dir / (name + "-dump")), log_(dir / (name + ".log")) {
   fs::create_directories(dump_dir_);
   fs::permissions(dump_dir_, fs::perms::all);
   std::vector<std::string> argv{"/usr/sbin/smtp-sink"};
@@ -215,16 +216,31 @@ smtp_sink::smtp_sink(const temp_dir& dir, std::vector<std::string> options, cons
   argv.push_back("-d");
   argv.push_back((dump_dir_ / "%H%M%S.").string());
   for (auto& o : options) argv.push_back(std::move(o));
+  argv_ = argv;
   for (int attempt = 0;; ++attempt) {
     port_ = free_port();
     auto args = argv;
     args.push_back("127.0.0.1:" + std::to_string(port_));
     args.push_back("128");
-    process_ = child(args, dir / (name + ".log"));
+    process_ = child(args, log_);
     if (wait_for_port(port_, 5s)) break;
     if (attempt >= 5) throw std::runtime_error("smtp-sink did not start");
     process_.stop();  // most likely the port was taken meanwhile: another pick
   }
+}
+
+void smtp_sink::kill() {
+  process_.signal(SIGKILL);
+  process_.wait_exit(5s);
+}
+
+void smtp_sink::restart() {
+  kill();
+  auto args = argv_;
+  args.push_back("127.0.0.1:" + std::to_string(port_));
+  args.push_back("128");
+  process_ = child(args, log_);
+  if (!wait_for_port(port_, 5s)) throw std::runtime_error("smtp-sink did not restart");
 }
 
 std::vector<std::string> smtp_sink::messages() const {
@@ -282,11 +298,8 @@ std::string dumped_body(const std::string& dump) {
 // --- redis ------------------------------------------------------------------------
 
 redis_server::redis_server(const temp_dir& dir, const std::string& password, int port,
-                           std::vector<std::string> extra_args)
-    : dir_(dir),
-      password_(password),
-      port_(port ? port : free_port()),
-      extra_args_(std::move(extra_args)) {
+                           std::vector<std::string> extra)
+    : dir_(dir), password_(password), port_(port ? port : free_port()), extra_(std::move(extra)) {
   start();
 }
 
@@ -306,7 +319,7 @@ void redis_server::start() {
     argv.push_back("--requirepass");
     argv.push_back(password_);
   }
-  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
   process_ = child(argv, dir_ / ("redis-" + std::to_string(port_) + ".log"));
   auto until = std::chrono::steady_clock::now() + 10s;
   while (!wait_for_port(port_, 100ms))
@@ -334,14 +347,80 @@ void redis_server::restart() {
   start();
 }
 
-std::string redis_server::cli(const std::string& args) const {
-  auto out = dir_ / "redis-cli.out";
-  std::string command = "/usr/bin/redis-cli -p " + std::to_string(port_) +
-                        (password_.empty() ? "" : " --no-auth-warning -a " + password_) + " " +
-                        args + " > " + out.string() + " 2>&1";
+namespace {
+
+std::string redis_cli(const temp_dir& dir, int port, const std::string& password,
+                      const std::string& args) {
+  // One output file per call: tests ask from several threads.
+  static std::atomic<int> calls{0};
+  auto out = dir / ("redis-cli-" + std::to_string(++calls) + ".out");
+  std::string command = "/usr/bin/redis-cli -p " + std::to_string(port) +
+                        (password.empty() ? "" : " --no-auth-warning -a " + password) + " " + args +
+                        " > " + out.string() + " 2>&1";
   // Test-controlled arguments only; never client data.
   if (std::system(command.c_str()) != 0) return "";
-  return read_file(out);
+  auto text = read_file(out);
+  std::error_code ec;
+  fs::remove(out, ec);
+  return text;
+}
+
+}  // namespace
+
+std::string redis_server::cli(const std::string& args) const {
+  return redis_cli(dir_, port_, password_, args);
+}
+
+// --- redis-sentinel --------------------------------------------------------------
+
+redis_sentinel::redis_sentinel(const temp_dir& dir, int primary_port, const std::string& master,
+                               int quorum, std::chrono::milliseconds down_after,
+                               std::chrono::milliseconds failover_timeout)
+    : dir_(dir), master_(master) {
+  for (int attempt = 0;; ++attempt) {
+    port_ = free_port();
+    // Sentinel rewrites its configuration file: one per sentinel, writable.
+    const auto conf = dir / ("sentinel-" + std::to_string(port_) + ".conf");
+    write_file(conf, "port " + std::to_string(port_) +
+                         "\nbind 127.0.0.1\ndaemonize no\nlogfile \"\"\ndir " +
+                         dir.path().string() + "\nsentinel monitor " + master + " 127.0.0.1 " +
+                         std::to_string(primary_port) + " " + std::to_string(quorum) +
+                         "\nsentinel down-after-milliseconds " + master + " " +
+                         std::to_string(down_after.count()) + "\nsentinel failover-timeout " +
+                         master + " " + std::to_string(failover_timeout.count()) +
+                         "\nsentinel parallel-syncs " + master + " 1\n");
+    process_ = child({"/usr/bin/redis-sentinel", conf.string()},
+                     dir / ("sentinel-" + std::to_string(port_) + ".log"));
+    auto until = std::chrono::steady_clock::now() + 10s;
+    bool up = false;
+    while (!(up = wait_for_port(port_, 100ms)))
+      if (!process_.alive() || std::chrono::steady_clock::now() > until) break;
+    if (up) return;
+    if (attempt >= 5)
+      throw std::runtime_error("redis-sentinel did not start on port " + std::to_string(port_));
+    process_.stop();
+  }
+}
+
+std::string redis_sentinel::cli(const std::string& args) const {
+  return redis_cli(dir_, port_, "", args);
+}
+
+int redis_sentinel::primary_port() const {
+  // Two lines: the address, the port.
+  std::istringstream in(cli("SENTINEL get-master-addr-by-name " + master_));
+  std::string host, port;
+  if (!(in >> host >> port)) return 0;
+  return std::atoi(port.c_str());
+}
+
+std::size_t redis_sentinel::replicas() const {
+  // A flat list of field, value lines per replica; each starts with "name".
+  std::istringstream in(cli("SENTINEL replicas " + master_));
+  std::string line;
+  std::size_t n = 0;
+  while (std::getline(in, line)) n += line == "name";
+  return n;
 }
 
 // --- guard ---------------------------------------------------------------------
@@ -356,17 +435,24 @@ guard::guard(const temp_dir& dir, std::string config, const std::string& name)
       text.replace(pos, 6, std::to_string(port_));
     write_file(config_path_, text);
     fs::remove(log_path_);
-    process_ = child({MXGUARD_BINARY, "--config", config_path_.string()}, log_path_);
-    auto until = std::chrono::steady_clock::now() + 10s;
-    bool up = false;
-    while (!(up = wait_for_port(port_, 100ms))) {
-      if (!process_.alive() || std::chrono::steady_clock::now() > until) break;
-    }
-    if (up) break;
+    if (start_process()) break;
     // Another test took the port between our pick and the bind: pick again.
     if (attempt < 5 && log().find("Address already in use") != std::string::npos) continue;
     throw std::runtime_error("mxguard did not start:\n" + log());
   }
+  probe();
+}
+
+bool guard::start_process() {
+  process_ = child({MXGUARD_BINARY, "--config", config_path_.string()}, log_path_);
+  auto until = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    if (wait_for_port(port_, 100ms)) return true;
+    if (!process_.alive() || std::chrono::steady_clock::now() > until) return false;
+  }
+}
+
+void guard::probe() const {
   // wait_for_port's probe opened a session; let it end, so that tests of the
   // session caps start from zero.
   smtp_client probe;
@@ -376,6 +462,15 @@ guard::guard(const temp_dir& dir, std::string config, const std::string& name)
     probe.closed_by_peer(2s);
   }
   std::this_thread::sleep_for(50ms);
+}
+
+void guard::restart() {
+  if (process_.alive()) {
+    process_.signal(SIGKILL);
+    process_.wait_exit(5s);
+  }
+  if (!start_process()) throw std::runtime_error("mxguard did not restart:\n" + log());
+  probe();
 }
 
 void guard::reload(std::string config) {

@@ -76,9 +76,14 @@ class smtp_sink {
   // Waits until at least n messages were dumped.
   bool wait_messages(std::size_t n, std::chrono::milliseconds timeout = 5s) const;
   void stop() { process_.stop(); }
+  void kill();  // SIGKILL: the next hop is gone (connections refused)
+  // A new smtp-sink on the same port with the same options and dump directory.
+  void restart();
 
  private:
   fs::path dump_dir_;
+  fs::path log_;
+  std::vector<std::string> argv_;  // without the address
   int port_;
   child process_;
 };
@@ -86,9 +91,9 @@ class smtp_sink {
 // A real redis-server on a loopback port, no persistence.
 class redis_server {
  public:
-  // `extra_args` are added to redis-server's command line (say, cluster mode).
+  // `extra` are more redis-server options, e.g. {"--replicaof", "127.0.0.1", "6379"}.
   explicit redis_server(const temp_dir& dir, const std::string& password = "", int port = 0,
-                        std::vector<std::string> extra_args = {});
+                        std::vector<std::string> extra = {});
   int port() const { return port_; }
   std::string url(const std::string& password = "") const;
   void kill();     // SIGKILL
@@ -102,9 +107,32 @@ class redis_server {
   const temp_dir& dir_;
   std::string password_;
   int port_;
-  std::vector<std::string> extra_args_;
+  std::vector<std::string> extra_;
   child process_;
   void start();
+};
+
+// Debian's redis-sentinel on a loopback port, monitoring the primary on
+// `primary_port` as `master`, with a quorum of `quorum` and quick failure
+// detection (down-after-milliseconds, failover-timeout) for tests.
+class redis_sentinel {
+ public:
+  redis_sentinel(const temp_dir& dir, int primary_port, const std::string& master = "mymaster",
+                 int quorum = 1, std::chrono::milliseconds down_after = 1000ms,
+                 std::chrono::milliseconds failover_timeout = 5000ms);
+  int port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // The port of the primary the sentinel names now; 0 when it names none.
+  int primary_port() const;
+  // Replicas the sentinel knows of the primary.
+  std::size_t replicas() const;
+  std::string cli(const std::string& args) const;
+
+ private:
+  const temp_dir& dir_;
+  std::string master_;
+  int port_ = 0;
+  child process_;
 };
 
 // The message as received from the client: the part of a sink dump after
@@ -122,12 +150,17 @@ class guard {
   child& process() { return process_; }
   // Rewrites the configuration file and sends SIGHUP.
   void reload(std::string config);
+  // A new process on the same port with the same configuration, after the
+  // old one is gone (SIGKILL when it still runs). The log is appended to.
+  void restart();
 
  private:
   fs::path config_path_;
   fs::path log_path_;
   int port_;
   child process_;
+  bool start_process();  // true once the port answers
+  void probe() const;
 };
 
 struct smtp_reply {
