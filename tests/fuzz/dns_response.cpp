@@ -1,13 +1,16 @@
 // Fuzzes the DNS answer parser (the bytes a resolver, or a spoofer, sends
-// back) and the classification of what it yields.
+// back), the classification of what it yields, and the judging of reverse
+// names (whoever holds an address writes its PTR).
 //
 // Invariants: a parsed answer is for our question only; a listing is only
 // ever an answer inside 127.0.0.0/8 and outside 127.255.255.0/24; the TTL of
-// a parsed answer never exceeds the largest 32-bit value.
+// a parsed answer never exceeds the largest 32-bit value; a PTR name has no
+// trailing dot and no upper case; a registrable domain is a suffix of its name.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
+#include "mxguard/dnsbl/client_name.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
 
 using namespace mxguard::dnsbl;
@@ -48,6 +51,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     for (const auto& t : result->texts)
       if (t.size() > 65535) std::abort();
+  }
+  const std::string reverse = "7.100.51.198.in-addr.arpa";
+  const auto client = boost::asio::ip::make_address("198.51.100.7");
+  for (auto type : {rr_type::ptr, rr_type::aaaa}) {
+    bool truncated = false;
+    auto result = parse_response(data + 2, size - 2, reverse, type, id, truncated);
+    if (!result) continue;
+    for (const auto& n : result->names) {
+      if (n.ends_with('.')) std::abort();
+      for (char c : n)
+        if (c >= 'A' && c <= 'Z') std::abort();
+      if (auto domain = registrable_domain(n); domain && !n.ends_with(*domain)) std::abort();
+      (void)looks_generic(n, client);
+    }
   }
   // Our own query for the same name must parse back as not-a-response.
   auto query = build_query(name, rr_type::a, id);
