@@ -13,8 +13,9 @@ packages=(
   # real peers for the tests and the demo: smtp-sink/smtp-source (postfix),
   # swaks with TLS, openssl for test certificates
   postfix swaks libnet-ssleay-perl openssl rbldnsd ldnsutils redis-server redis-sentinel
-  # an authoritative DNS with PTR records for the reverse-DNS tests
-  dnsmasq-base
+  # an authoritative DNS with PTR records for the reverse-DNS tests; stunnel
+  # for the TLS tunnel to Redis (hiredis 0.14 speaks no TLS)
+  dnsmasq-base stunnel4
   # the firewall feeders' targets, and network namespaces for their tests
   nftables ipset iproute2
   # zip for the scanner tests; clamd for the scan benchmark against it

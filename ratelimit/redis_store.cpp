@@ -1127,6 +1127,12 @@ std::optional<redis_settings> parse_redis_url(std::string_view url, std::string&
     }
     return s;
   }
+  if (url.starts_with("rediss://")) {
+    error =
+        "rediss:// (TLS) is not supported by hiredis 0.14: reach the server through a local "
+        "TLS tunnel (stunnel) with redis://127.0.0.1:PORT, or use unix://";
+    return std::nullopt;
+  }
   if (!url.starts_with("redis://")) {
     error = "must start with redis:// or unix://";
     return std::nullopt;

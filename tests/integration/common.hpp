@@ -50,4 +50,14 @@ inline std::string as_dumped(const std::string& message) {
   return out;
 }
 
+// A self-signed certificate (cert.pem, key.pem in `dir`) for `name`.
+inline bool make_certificate(const temp_dir& dir, const std::string& name = "mx.example.org") {
+  using namespace std::chrono_literals;
+  child openssl({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                 (dir / "key.pem").string(), "-out", (dir / "cert.pem").string(), "-days", "2",
+                 "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name},
+                dir / "openssl.log");
+  return openssl.wait_exit(60s).value_or(-1) == 0;
+}
+
 }  // namespace mxguard::test

@@ -203,6 +203,42 @@ TEST(RedisPair, ConcurrencyLeasesOfAKilledInstanceExpire) {
   EXPECT_EQ(two.read_reply().code, 220);
 }
 
+// hiredis 0.14 (Debian 12) speaks no TLS: a TLS-only Redis is reached
+// through a local stunnel, as the README says. With failure = "tempfail" a
+// Redis that could not be used would answer 451: the 452 shows it decided.
+TEST(RedisTls, TlsOnlyRedisWithPasswordThroughALocalTunnel) {
+  temp_dir dir;
+  ASSERT_TRUE(make_certificate(dir, "redis.test"));
+  const int tls_port = free_port();
+  const auto cert = (dir / "cert.pem").string();
+  redis_server redis(dir, "secret", tls_port,
+                     {"--port", "0", "--tls-port", std::to_string(tls_port), "--tls-cert-file",
+                      cert, "--tls-key-file", (dir / "key.pem").string(), "--tls-ca-cert-file",
+                      cert, "--tls-auth-clients", "no"});
+  const int tunnel_port = free_port();
+  write_file(dir / "stunnel.conf",
+             "foreground = yes\npid =\n[redis]\nclient = yes\n"
+             "accept = 127.0.0.1:" +
+                 std::to_string(tunnel_port) + "\nconnect = 127.0.0.1:" + std::to_string(tls_port) +
+                 "\nCAfile = " + cert + "\nverifyChain = yes\ncheckHost = redis.test\n");
+  child tunnel({"/usr/bin/stunnel", (dir / "stunnel.conf").string()}, dir / "stunnel.log");
+  ASSERT_TRUE(wait_for_port(tunnel_port, 10s)) << read_file(dir / "stunnel.log");
+  smtp_sink sink(dir);
+  auto cfg = shared_config(sink, "redis://:secret@127.0.0.1:" + std::to_string(tunnel_port) + "/0",
+                           "messages_per_ip = \"2/1m\"\n", "failure = \"tempfail\"\n");
+  guard mx(dir, cfg);
+  // The first sessions may be answered 451 while the connection (TCP, TLS,
+  // AUTH) is still being set up in the background.
+  int first = 451;
+  for (int i = 0; i < 50 && first == 451; ++i) {
+    first = try_mail(mx.port()).code;
+    if (first == 451) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(first, 250);
+  EXPECT_EQ(try_mail(mx.port()).code, 250);
+  EXPECT_EQ(try_mail(mx.port()).code, 452);
+}
+
 // Redis Cluster refuses a script whose keys lie in different slots
 // (CROSSSLOT), even on one node holding every slot: every script mxguard
 // runs must pass on it. Limits at two prefix sizes plus the sender, refused

@@ -4,14 +4,6 @@
 namespace mxguard::test {
 namespace {
 
-bool make_certificate(const temp_dir& dir) {
-  child openssl({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                 (dir / "key.pem").string(), "-out", (dir / "cert.pem").string(), "-days", "2",
-                 "-subj", "/CN=mx.example.org"},
-                dir / "openssl.log");
-  return openssl.wait_exit(60s).value_or(-1) == 0;
-}
-
 std::string tls_config(const temp_dir& dir, const std::string& next_hop) {
   return base_config(quoted(next_hop), "",
                      "\n[tls]\ncert = " + quoted((dir / "cert.pem").string()) +

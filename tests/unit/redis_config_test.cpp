@@ -36,8 +36,11 @@ TEST(RedisUrl, Table) {
       {"unix socket", "unix:///run/redis/redis.sock", true, "/run/redis/redis.sock"},
       {"unix socket and db", "unix:///run/redis.sock?db=4", true, "/run/redis.sock", 6379, "", "",
        4},
-      {"other scheme", "rediss://127.0.0.1", false, "must start with redis:// or unix://"},
+      {"other scheme", "http://127.0.0.1", false, "must start with redis:// or unix://"},
       {"no scheme", "127.0.0.1:6379", false, "must start with redis:// or unix://"},
+      {"TLS", "rediss://127.0.0.1:6379", false,
+       "rediss:// (TLS) is not supported by hiredis 0.14: reach the server through a local TLS "
+       "tunnel (stunnel) with redis://127.0.0.1:PORT, or use unix://"},
       {"port zero", "redis://127.0.0.1:0", false, "bad port"},
       {"port too big", "redis://127.0.0.1:65536", false, "bad port"},
       {"port not a number", "redis://127.0.0.1:six", false, "bad port"},
