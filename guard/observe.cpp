@@ -60,14 +60,24 @@ observer::observer(ops::registry& reg)
           {"class"})),
       dnsbl_seconds_(reg.add_histogram(
           "mxguard_dnsbl_score_seconds",
-          "Time to a client's DNSBL score (all lists, cache included).", latency_buckets())) {}
+          "Time to a client's DNSBL score (all lists, cache included).", latency_buckets())),
+      accepted_(connections_.with({"accepted"})),
+      refused_connections_(connections_.with({"refused"})),
+      next_hop_2xx_(next_hop_replies_.with({"2xx"})),
+      next_hop_4xx_(next_hop_replies_.with({"4xx"})),
+      next_hop_5xx_(next_hop_replies_.with({"5xx"})),
+      next_hop_local_(next_hop_replies_.with({"local"})) {
+  for (auto end : {transaction_end::relayed, transaction_end::spam, transaction_end::discarded,
+                   transaction_end::virus, transaction_end::refused, transaction_end::tempfailed})
+    transactions_by_end_[static_cast<std::size_t>(end)] = &transactions_.with({to_label(end)});
+}
 
 void observer::connection_accepted() {
-  connections_.with({"accepted"}).inc();
+  accepted_.inc();
 }
 
 void observer::connection_refused() {
-  connections_.with({"refused"}).inc();
+  refused_connections_.inc();
 }
 
 void observer::refused(std::string_view stage, std::string_view rule, std::string_view reply,
@@ -80,7 +90,7 @@ void observer::refused(std::string_view stage, std::string_view rule, std::strin
 }
 
 void observer::transaction(transaction_end end, std::string_view virus_name) {
-  transactions_.with({to_label(end)}).inc();
+  transactions_by_end_[static_cast<std::size_t>(end)]->inc();
   if (end == transaction_end::virus) viruses_.inc();
   if (!stats_) return;
   switch (end) {
@@ -109,14 +119,14 @@ void observer::scanned(const scan::result& r, std::chrono::steady_clock::duratio
 void observer::next_hop_data(std::chrono::steady_clock::duration took,
                              std::string_view reply_code) {
   next_hop_seconds_.observe(took);
-  const char* cls = "local";
   if (reply_code.starts_with('2'))
-    cls = "2xx";
+    next_hop_2xx_.inc();
   else if (reply_code.starts_with('4'))
-    cls = "4xx";
+    next_hop_4xx_.inc();
   else if (reply_code.starts_with('5'))
-    cls = "5xx";
-  next_hop_replies_.with({cls}).inc();
+    next_hop_5xx_.inc();
+  else
+    next_hop_local_.inc();
 }
 
 void observer::dnsbl_scored(std::chrono::steady_clock::duration took) {

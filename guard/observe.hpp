@@ -4,6 +4,8 @@
 // the log lines, which are written next to the calls.
 #pragma once
 
+#include <array>
+
 #include <chrono>
 #include <memory>
 #include <string_view>
@@ -51,6 +53,12 @@ class observer {
   ops::histogram& next_hop_seconds_;
   ops::family<ops::counter>& next_hop_replies_;
   ops::histogram& dnsbl_seconds_;
+  // Series of fixed labels, looked up once (a family's lookup takes its mutex;
+  // these are counted for every connection and message). Exported from the
+  // start at 0, as Prometheus advises for known label values.
+  ops::counter &accepted_, &refused_connections_;
+  std::array<ops::counter*, 6> transactions_by_end_{};  // by transaction_end
+  ops::counter &next_hop_2xx_, &next_hop_4xx_, &next_hop_5xx_, &next_hop_local_;
   std::shared_ptr<ops::stats_recorder> stats_;
 };
 
