@@ -14,8 +14,11 @@
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -376,6 +379,55 @@ class connection : public std::enable_shared_from_this<connection> {
   bool read_armed_ = false, write_armed_ = false;
 };
 
+// --- the connections of one io_context ---------------------------------------------
+
+// One store's connection on one io_context (mxguard runs each io_context on
+// one thread, so this is also per thread) and its circuit breaker.
+// `generation` counts connects: a failure reported for an older one (a late
+// reply of a connection already given up) changes nothing, so one outage
+// opens the circuit once, not once per session that was waiting.
+struct thread_state {
+  std::shared_ptr<connection> conn;
+  std::uint64_t generation = 0;
+  bool up = false;  // connected, set up, and (with Sentinel) the primary
+  bool connecting = false;
+  std::chrono::steady_clock::time_point retry_at{};
+  std::chrono::milliseconds backoff{100};
+  std::vector<std::shared_ptr<asio::steady_timer>> waiting;  // sessions awaiting a connect
+  std::uint64_t ups_seen = 0;     // connects made by any thread when this one went down
+  std::size_t next_sentinel = 0;  // the one that answered last is asked first
+  std::string primary;            // "host:port" the sentinels named last
+};
+
+// The states of an io_context, closed when it shuts down: a connection's
+// descriptor and timers belong to that io_context and must go before its
+// services do. Fix: they were thread_local, destroyed at thread exit; the
+// main thread's (the heartbeat and the blocklist sync call Redis from the
+// control io_context) outlived that io_context, and at exit hiredis's
+// cleanup touched the freed descriptor and timer services (heap-use-after-
+// free, every run with Redis; found by tests/sanitize.sh). Asio calls every
+// service's shutdown() before it destroys any. Keyed by a store id rather
+// than its address, which a later store could reuse and so inherit a
+// connection made with other settings.
+class connection_registry final : public asio::execution_context::service {
+ public:
+  using key_type = connection_registry;
+  static inline asio::execution_context::id id;
+
+  explicit connection_registry(asio::execution_context& owner) : service(owner) {}
+
+  thread_state& state_for(std::uint64_t store) { return states_[store]; }
+
+ private:
+  void shutdown() override {
+    for (auto& [store, st] : states_)
+      if (st.conn) st.conn->close();
+    states_.clear();
+  }
+
+  std::unordered_map<std::uint64_t, thread_state> states_;
+};
+
 // --- the store -------------------------------------------------------------------
 
 class redis_store final : public state_store, public std::enable_shared_from_this<redis_store> {
@@ -723,26 +775,10 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
     return h;
   }
 
-  // The connection of one I/O thread and its circuit breaker. `generation`
-  // counts connects: a failure reported for an older one (a late reply of a
-  // connection already given up) changes nothing, so one outage opens the
-  // circuit once, not once per session that was waiting.
-  struct thread_state {
-    std::shared_ptr<connection> conn;
-    std::uint64_t generation = 0;
-    bool up = false;  // connected, set up, and (with Sentinel) the primary
-    bool connecting = false;
-    std::chrono::steady_clock::time_point retry_at{};
-    std::chrono::milliseconds backoff{100};
-    std::vector<std::shared_ptr<asio::steady_timer>> waiting;  // sessions awaiting a connect
-    std::uint64_t ups_seen = 0;     // connects made by any thread when this one went down
-    std::size_t next_sentinel = 0;  // the one that answered last is asked first
-    std::string primary;            // "host:port" the sentinels named last
-  };
-
   thread_state& thread_connection(const asio::any_io_executor& executor) {
-    thread_local std::unordered_map<const redis_store*, thread_state> states;
-    auto& st = states[this];
+    auto& registry =
+        asio::use_service<connection_registry>(asio::query(executor, asio::execution::context));
+    auto& st = registry.state_for(id_);
     if (!st.conn) st.conn = std::make_shared<connection>(executor);
     return st;
   }
@@ -1065,6 +1101,8 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
   std::atomic<std::chrono::steady_clock::rep> next_primary_check_{0};
   std::atomic<bool> checking_primary_{false};
   std::atomic<std::uint64_t> calls_{0}, answered_{0}, latency_us_{0};
+  static inline std::atomic<std::uint64_t> next_id_{1};
+  const std::uint64_t id_ = next_id_.fetch_add(1, std::memory_order_relaxed);
 };
 
 }  // namespace

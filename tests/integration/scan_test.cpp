@@ -322,7 +322,7 @@ std::pair<smtp_reply, smtp_reply> overlap_two_scans(const guard& mx) {
   EXPECT_EQ(b.read_reply().code, 354);
   a.send(large);
   b.send(make_message("small", "small one\r\n"));
-  std::this_thread::sleep_for(300ms);  // both bodies read, waiting for the final dot
+  std::this_thread::sleep_for(scaled(300ms));  // both bodies read, waiting for the final dot
   a.send(".\r\n");
   std::this_thread::sleep_for(50ms);
   b.send(".\r\n");

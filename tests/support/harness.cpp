@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -85,6 +86,15 @@ temp_dir::temp_dir() {
 temp_dir::~temp_dir() {
   std::error_code ec;
   fs::remove_all(path_, ec);
+}
+
+std::chrono::milliseconds scaled(std::chrono::milliseconds pause) {
+  static const double factor = [] {
+    const char* text = std::getenv("MXGUARD_TEST_TIME_SCALE");
+    double f = text ? std::strtod(text, nullptr) : 1.0;
+    return f >= 1.0 ? f : 1.0;
+  }();
+  return std::chrono::milliseconds(static_cast<std::int64_t>(pause.count() * factor));
 }
 
 int free_port() {

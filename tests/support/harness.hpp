@@ -33,6 +33,12 @@ class temp_dir {
   fs::path path_;
 };
 
+// A pause a test takes on the assumption that mxguard has done something by
+// then, times MXGUARD_TEST_TIME_SCALE (a number, default 1): tests/sanitize.sh
+// sets it, because the sanitized build runs several times slower. Timeouts
+// that only bound a wait for an event need no scaling.
+std::chrono::milliseconds scaled(std::chrono::milliseconds pause);
+
 // A loopback port that was free a moment ago.
 int free_port();
 // True once something accepts TCP connections on 127.0.0.1:port (or ::1).

@@ -2,7 +2,8 @@
 // gateway of a pair (or fleet) through one Redis.
 //
 // hiredis's async API runs on the caller's Asio executor through a small
-// adapter (one connection per I/O thread, created on first use); each
+// adapter (one connection per io_context — mxguard runs each on one thread —
+// created on first use and closed when that io_context shuts down); each
 // deciding operation is one Lua script, loaded once and called by EVALSHA
 // (see the scripts in redis_store.cpp for KEYS/ARGV/return). Every key carries
 // `prefix` and an expiry.
