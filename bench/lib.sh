@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: shared preamble of the bench/ scripts (sourced, not run).
 #
 #   lib_init NAME             log prefix, $root (the checkout), $out (bench/out/NAME-<time>-<pid>)
@@ -26,7 +27,7 @@
 
 lib_init() {
   lib_name=$1
-  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
   root=$PWD
   out="$root/bench/out/$lib_name-$(date +%Y%m%d-%H%M%S)-$$"
   mkdir -p "$out"
