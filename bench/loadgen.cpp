@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -60,7 +61,9 @@ constexpr std::size_t line_bytes = line_chars + 2;
 // costs a few failures per second per client instead of a busy loop for the whole --duration.
 constexpr auto connect_backoff = std::chrono::milliseconds(100);
 
-enum class run_mode { relay, greet, refused, connect_refused };
+enum class run_mode { relay, greet, refused, connect_refused, idle };
+// Where an idle session stops and holds the connection (--idle-after).
+enum class idle_point { connect, banner, rcpt };
 
 std::string_view mode_name(run_mode m) {
   switch (m) {
@@ -72,6 +75,8 @@ std::string_view mode_name(run_mode m) {
       return "refused";
     case run_mode::connect_refused:
       return "connect-refused";
+    case run_mode::idle:
+      return "idle";
   }
   return "?";
 }
@@ -89,8 +94,13 @@ struct options {
   std::string rcpt = "user@example.org";
   std::string helo = "loadgen.example.com";
   std::vector<std::string> source_ips;
+  std::string source_range;
   double timeout_s = 10;
   bool json = false;
+  idle_point idle_after = idle_point::banner;
+  std::string ready_file;
+  double ramp_s = 0;
+  bool latency_from_connect = false;
 };
 
 // Set from the signal handler: the one piece of mutable global state, because a handler can
@@ -223,6 +233,29 @@ class run_state {
     return claimed_.fetch_add(1, std::memory_order_relaxed) < opt.messages;
   }
 
+  // True once the run is over (time up or a signal); clients holding idle sessions poll it.
+  bool over() const {
+    return interrupted.load(std::memory_order_relaxed) || clock_type::now() >= end_;
+  }
+  clock_type::time_point end() const { return end_; }
+
+  // Idle mode: a client reached its hold point (held) or failed before it; once every client
+  // has done one or the other, --ready-file is written with the number held.
+  void settle(bool held) {
+    if (held) held_.fetch_add(1, std::memory_order_relaxed);
+    if (settled_.fetch_add(1, std::memory_order_acq_rel) + 1 != opt.concurrency) return;
+    const auto h = held_.load(std::memory_order_relaxed);
+    max_held_ = h;
+    if (opt.ready_file.empty()) return;
+    const std::string tmp = opt.ready_file + ".tmp";
+    {
+      std::ofstream f(tmp);
+      f << "held " << h << " failed " << (opt.concurrency - h) << "\n";
+    }
+    std::rename(tmp.c_str(), opt.ready_file.c_str());  // the reader never sees half a file
+  }
+  std::uint64_t max_held() const { return max_held_; }
+
   const asio::ip::address& next_source() {
     return sources[next_source_.fetch_add(1, std::memory_order_relaxed) % sources.size()];
   }
@@ -239,6 +272,9 @@ class run_state {
   clock_type::time_point end_ = clock_type::time_point::max();
   std::atomic<std::uint64_t> claimed_{0};
   std::atomic<std::uint64_t> next_source_{0};
+  std::atomic<std::uint64_t> held_{0};
+  std::atomic<std::uint64_t> settled_{0};
+  std::atomic<std::uint64_t> max_held_{0};
 };
 
 // One simulated SMTP client: connects, runs the dialogue of --mode, reconnects after any
@@ -249,6 +285,13 @@ class client {
 
   awaitable<void> run() {
     const auto executor = co_await asio::this_coro::executor;
+    if (run_.opt.ramp_s > 0) {  // --ramp: start times spread evenly, not all connects at once
+      asio::steady_timer pause(executor, std::chrono::duration_cast<clock_type::duration>(
+                                             std::chrono::duration<double>(
+                                                 run_.opt.ramp_s * id_ / run_.opt.concurrency)));
+      co_await pause.async_wait(use_nothrow);
+    }
+    const bool idle = run_.opt.mode == run_mode::idle;
     while (claim()) {
       tcp::socket socket(executor);
       session_start_ = clock_type::now();
@@ -263,6 +306,10 @@ class client {
       if (result && unit_open_) {
         stats_.add_failure(*result);
         unit_open_ = false;
+      }
+      if (idle) {
+        if (!held_) run_.settle(false);  // failed before its hold point
+        break;                           // one session per client, no reconnect
       }
       if (result && result->stage == "connect") {
         asio::steady_timer pause(executor, connect_backoff);
@@ -307,6 +354,8 @@ class client {
         co_return co_await refused(socket);
       case run_mode::connect_refused:
         co_return co_await connect_refused(socket);
+      case run_mode::idle:
+        co_return co_await idle(socket);
     }
     co_return std::nullopt;
   }
@@ -339,7 +388,10 @@ class client {
       if (sent > 0) {
         if (auto f = co_await command(socket, "RSET\r\n", "rset", 2)) co_return f;
       }
-      const auto start = clock_type::now();
+      // --latency-from-connect: the first message's latency includes connect, banner and EHLO
+      // (one message end to end as a client sees it).
+      const auto start =
+          sent == 0 && run_.opt.latency_from_connect ? session_start_ : clock_type::now();
       if (auto f = co_await command(socket, run_.mail_cmd, "mail", 2)) co_return f;
       if (auto f = co_await command(socket, run_.rcpt_cmd, "rcpt", 2)) co_return f;
       if (auto f = co_await command(socket, "DATA\r\n", "data", 3)) co_return f;
@@ -380,6 +432,59 @@ class client {
       co_return f;
     succeed(session_start_);
     co_return std::nullopt;
+  }
+
+  // An idle session: connect, then (--idle-after) read the banner, or go on to EHLO, MAIL and
+  // RCPT, and hold the connection without a word until the run is over, as a slow or idle
+  // client does; then QUIT. Latency is connect to the hold point. What the server sends while
+  // the session is held is read and ignored (postscreen's "220-" teaser); the server closing
+  // the connection fails the unit at stage "hold".
+  awaitable<step> idle(tcp::socket& socket) {
+    const auto point = run_.opt.idle_after;
+    if (point != idle_point::connect) {
+      if (auto f = co_await expect(socket, "banner", 2)) co_return f;
+    }
+    if (point == idle_point::rcpt) {
+      if (auto f = co_await command(socket, run_.ehlo_cmd, "ehlo", 2)) co_return f;
+      if (auto f = co_await command(socket, run_.mail_cmd, "mail", 2)) co_return f;
+      if (auto f = co_await command(socket, run_.rcpt_cmd, "rcpt", 2)) co_return f;
+    }
+    const auto reached = clock_type::now();
+    held_ = true;
+    run_.settle(true);
+    stage_ = "hold";
+    deadline_ = run_.end() + run_.timeout;  // no step timeout while holding
+    const auto outcome = co_await (drain(socket) || wait_for_end());
+    if (outcome.index() == 0) co_return failure{"hold", "closed"};
+    if (point != idle_point::connect) {  // a pre-greet client just goes away
+      rbuf_.clear();
+      if (auto f = co_await command(socket, "QUIT\r\n", "quit", 2); f && f->kind != "closed")
+        co_return f;
+    }
+    // Latency of an idle unit: connect until the hold point.
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(reached - session_start_);
+    stats_.latency_us.push_back(static_cast<std::uint32_t>(us.count()));
+    ++stats_.ok;
+    unit_open_ = false;
+    co_return std::nullopt;
+  }
+
+  // Reads and drops whatever the server sends; returns when the connection ends.
+  awaitable<void> drain(tcp::socket& socket) {
+    std::array<char, 512> sink{};
+    for (;;) {
+      const auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), use_nothrow);
+      if (ec) co_return;
+    }
+  }
+
+  // Returns once the run is over: the end of --duration, or a signal (polled once a second).
+  awaitable<void> wait_for_end() {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (!run_.over()) {
+      timer.expires_at(std::min(run_.end(), clock_type::now() + std::chrono::seconds(1)));
+      co_await timer.async_wait(use_nothrow);
+    }
   }
 
   // A step is one write and one reply; its deadline covers both, so a server that stops reading
@@ -468,6 +573,7 @@ class client {
   const unsigned id_;
   std::uint64_t sent_ = 0;
   bool unit_open_ = false;  // a claimed unit is in flight and not yet counted
+  bool held_ = false;       // idle mode: the hold point was reached
   std::string_view stage_ = "connect";
   clock_type::time_point session_start_;
   clock_type::time_point deadline_;
@@ -519,7 +625,7 @@ std::string text_counts(const std::map<std::string, std::uint64_t>& m) {
   return out;
 }
 
-void report(const options& opt, stats& total, double elapsed_s, double cpu_s) {
+void report(const options& opt, stats& total, double elapsed_s, double cpu_s, std::uint64_t held) {
   auto& lat = total.latency_us;
   std::sort(lat.begin(), lat.end());
   // Nearest-rank percentile, in milliseconds.
@@ -549,11 +655,11 @@ void report(const options& opt, stats& total, double elapsed_s, double cpu_s) {
       "\"messages_per_session\":{},\"ok\":{},\"failed\":{},\"failures\":{},"
       "\"failure_stages\":{},\"connections\":{},\"elapsed_s\":{:.6f},\"messages_per_s\":{:.3f},"
       "\"latency_ms\":{{\"p50\":{:.3f},\"p90\":{:.3f},\"p99\":{:.3f},\"max\":{:.3f}}},"
-      "\"cpu_s\":{:.3f}}}\n",
+      "\"cpu_s\":{:.3f},\"held\":{}}}\n",
       mode_name(opt.mode), json_string(opt.target), opt.concurrency, opt.threads, opt.size,
       opt.messages_per_session, total.ok, total.failed, json_counts(total.failure_kinds),
       json_counts(total.failure_stages), total.connections, elapsed_s, rate, pct(0.50), pct(0.90),
-      pct(0.99), pct(1.0), cpu_s);
+      pct(0.99), pct(1.0), cpu_s, held);
 }
 
 }  // namespace
@@ -565,10 +671,12 @@ int main(int argc, char** argv) {
   const std::map<std::string, run_mode> modes = {{"relay", run_mode::relay},
                                                  {"greet", run_mode::greet},
                                                  {"refused", run_mode::refused},
-                                                 {"connect-refused", run_mode::connect_refused}};
+                                                 {"connect-refused", run_mode::connect_refused},
+                                                 {"idle", run_mode::idle}};
   app.add_option("--mode", opt.mode,
                  "relay: full transactions; greet: banner then QUIT; refused: RCPT must get 5xx; "
-                 "connect-refused: the banner must be 5xx")
+                 "connect-refused: the banner must be 5xx; idle: hold one session per client "
+                 "until the run ends (--idle-after)")
       ->transform(CLI::CheckedTransformer(modes, CLI::ignore_case));
   app.add_option("--concurrency", opt.concurrency, "concurrent sessions")
       ->check(CLI::Range(1u, 100000u));
@@ -594,9 +702,24 @@ int main(int argc, char** argv) {
   app.add_option("--source-ips", opt.source_ips,
                  "comma-separated local addresses to bind, round robin per connection")
       ->delimiter(',');
+  app.add_option("--source-range", opt.source_range,
+                 "IPv4 CIDR (at most /14) whose every address is a source, added to --source-ips "
+                 "(e.g. 198.18.16.0/20 on lo)");
   app.add_option("--timeout", opt.timeout_s, "seconds allowed for each command and its reply")
       ->check(CLI::Range(0.001, max_duration_s));
   app.add_flag("--json", opt.json, "print the summary as one JSON line on stdout");
+  const std::map<std::string, idle_point> idle_points = {
+      {"connect", idle_point::connect}, {"banner", idle_point::banner}, {"rcpt", idle_point::rcpt}};
+  app.add_option("--idle-after", opt.idle_after,
+                 "idle mode: hold each session after connect, the banner (default), or "
+                 "EHLO+MAIL+RCPT")
+      ->transform(CLI::CheckedTransformer(idle_points, CLI::ignore_case));
+  app.add_option("--ready-file", opt.ready_file,
+                 "idle mode: written ('held N failed M') once every session is held or failed");
+  app.add_option("--ramp", opt.ramp_s, "seconds over which the clients' first connects are spread")
+      ->check(CLI::Range(0.0, 60.0));
+  app.add_flag("--latency-from-connect", opt.latency_from_connect,
+               "relay mode: a session's first message is timed from connect, not from MAIL");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -606,6 +729,14 @@ int main(int argc, char** argv) {
   // Only --duration given: run for that long. Otherwise --messages (default 10000) bounds the
   // run and --duration stays at its 600 s cap.
   if (duration->count() > 0 && messages->count() == 0) opt.messages = UINT64_MAX;
+  // Idle mode: one session per client, held until --duration ends (or a signal).
+  if (opt.mode == run_mode::idle) opt.messages = opt.concurrency;
+
+  // Many held sessions need many descriptors: take the hard limit.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
 
   std::vector<asio::ip::address> sources;
   for (const auto& s : opt.source_ips) {
@@ -615,6 +746,21 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "mxguard-loadgen: --source-ips: bad address '{}'\n", s);
       return 2;
     }
+  }
+  if (!opt.source_range.empty()) {
+    // Every address of the prefix, network and broadcast included: on a loopback device (the
+    // benchmarks' network namespaces) each of them can be bound.
+    boost::system::error_code ec;
+    const auto net = asio::ip::make_network_v4(opt.source_range, ec);
+    if (ec || net.prefix_length() < 14) {
+      fmt::print(stderr, "mxguard-loadgen: --source-range: want an IPv4 CIDR of /14 or longer, got '{}'\n",
+                 opt.source_range);
+      return 2;
+    }
+    const auto first = net.network().to_uint();
+    const std::uint64_t count = std::uint64_t{1} << (32 - net.prefix_length());
+    for (std::uint64_t i = 0; i < count; ++i)
+      sources.push_back(asio::ip::address_v4(static_cast<std::uint32_t>(first + i)));
   }
   const auto host_port = split_host_port(opt.target);
   if (!host_port) {
@@ -683,6 +829,6 @@ int main(int argc, char** argv) {
 
   stats total;
   for (const auto& s : thread_stats) total.merge(s);
-  report(opt, total, elapsed_s, cpu_s);
+  report(opt, total, elapsed_s, cpu_s, run.max_held());
   return total.ok > 0 ? 0 : 1;
 }
