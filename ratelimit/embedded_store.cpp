@@ -17,6 +17,7 @@ constexpr std::size_t shard_count = 16;
 struct entry {
   millis expires = 0;
   millis tat = 0;           // rate keys
+  millis checked_at = 0;    // rate keys: the latest `now` a check applied
   triplet_record triplet;   // greylist triplets
   std::int64_t passes = 0;  // greylist client counters
   std::list<std::string>::iterator lru;
@@ -194,12 +195,20 @@ class embedded_store final : public state_store {
       auto& s = shard_for(keys[i].key);
       if (locks.empty() || locks.back().mutex() != &s.mutex) locks.emplace_back(s.mutex);
     }
-    std::vector<millis> tats(keys.size());
+    // Callers read the clock before they wait for the lock, so concurrent
+    // checks of one key can arrive with their times out of order: a check is
+    // taken at no earlier a time than one already applied to its key. (Fix:
+    // GCRA fits `count` events into one instant exactly, so of a client's
+    // connections at exactly connections_per_ip, one stamped a millisecond
+    // before the previous was refused, "try again in 1 seconds"; seen under
+    // load in tests/sanitize.sh, Ops.StatisticsSurviveARestart.)
+    std::vector<millis> tats(keys.size()), ats(keys.size());
     for (std::size_t i = 0; i < keys.size(); ++i) {
       auto& s = shard_for(keys[i].key);
       auto& e = touch(s, keys[i].key, now);
-      millis tat = e.expires > now ? e.tat : 0;
-      auto d = gcra(tat, now, keys[i].limit, keys[i].cost);
+      const millis at = ats[i] = e.expires > now ? std::max(now, e.checked_at) : now;
+      millis tat = e.expires > at ? e.tat : 0;
+      auto d = gcra(tat, at, keys[i].limit, keys[i].cost);
       if (!d.allowed && !always_consume) {
         out.result = d;
         out.refused_index = i;
@@ -208,7 +217,7 @@ class embedded_store final : public state_store {
       if (!d.allowed) {
         out.result = d;
         // Over the limit but counted anyway: push the TAT forward.
-        tat = std::max(tat, now) +
+        tat = std::max(tat, at) +
               keys[i].limit.period / std::max<std::int64_t>(1, keys[i].limit.count);
       }
       tats[i] = tat;
@@ -217,7 +226,8 @@ class embedded_store final : public state_store {
       auto& s = shard_for(keys[i].key);
       auto& e = s.entries[keys[i].key];
       e.tat = tats[i];
-      e.expires = now + gcra_ttl(tats[i], now);
+      e.checked_at = ats[i];
+      e.expires = ats[i] + gcra_ttl(tats[i], ats[i]);
       evict(s);
     }
     return out;

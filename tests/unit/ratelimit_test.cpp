@@ -122,6 +122,20 @@ TEST(EmbeddedStore, AllKeysMustAllowAndRefusalConsumesNothing) {
   EXPECT_FALSE(run(store->check_rates({{"a", ten, 1}}, now)).result.allowed);
 }
 
+// Two sessions read the clock, then take the store's lock in the other
+// order: the burst of exactly `count` still fits.
+TEST(EmbeddedStore, ChecksArrivingWithTimesOutOfOrderStillFitTheBurst) {
+  auto store = make_embedded_store(1000);
+  const rate two{2, 3'600'000};
+  EXPECT_TRUE(run(store->check_rates({{"c:192.0.2.1", two, 1}}, 5'000'001)).result.allowed);
+  EXPECT_TRUE(run(store->check_rates({{"c:192.0.2.1", two, 1}}, 5'000'000)).result.allowed);
+  auto third = run(store->check_rates({{"c:192.0.2.1", two, 1}}, 5'000'002));
+  EXPECT_FALSE(third.result.allowed);
+  EXPECT_GT(third.result.retry_after, 1'790'000) << "the next fits half a period on";
+  // An expired key starts from its caller's time again.
+  EXPECT_TRUE(run(store->check_rates({{"c:192.0.2.1", two, 1}}, 20'000'000)).result.allowed);
+}
+
 TEST(EmbeddedStore, CountEventConsumesEvenWhenOver) {
   auto store = make_embedded_store(1000);
   const rate three{3, 60'000};
