@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -26,6 +25,7 @@
 #include <cstdint>
 #include <ctime>
 #include <exception>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -286,9 +286,9 @@ class client {
   awaitable<void> run() {
     const auto executor = co_await asio::this_coro::executor;
     if (run_.opt.ramp_s > 0) {  // --ramp: start times spread evenly, not all connects at once
-      asio::steady_timer pause(executor, std::chrono::duration_cast<clock_type::duration>(
-                                             std::chrono::duration<double>(
-                                                 run_.opt.ramp_s * id_ / run_.opt.concurrency)));
+      asio::steady_timer pause(
+          executor, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(
+                        run_.opt.ramp_s * id_ / run_.opt.concurrency)));
       co_await pause.async_wait(use_nothrow);
     }
     const bool idle = run_.opt.mode == run_mode::idle;
@@ -753,7 +753,8 @@ int main(int argc, char** argv) {
     boost::system::error_code ec;
     const auto net = asio::ip::make_network_v4(opt.source_range, ec);
     if (ec || net.prefix_length() < 14) {
-      fmt::print(stderr, "mxguard-loadgen: --source-range: want an IPv4 CIDR of /14 or longer, got '{}'\n",
+      fmt::print(stderr,
+                 "mxguard-loadgen: --source-range: want an IPv4 CIDR of /14 or longer, got '{}'\n",
                  opt.source_range);
       return 2;
     }
