@@ -250,8 +250,7 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
 
   asio::awaitable<json> check(std::string subject) {
     auto snap = state.current();
-    if (!snap->dnsbl || !snap->cfg->dnsbl_enabled)
-      co_return error("no DNS lists configured ([dnsbl] sites)");
+    if (!snap->cfg->dnsbl_enabled) co_return error("no DNS lists configured ([dnsbl] sites)");
     boost::system::error_code ec;
     auto address = asio::ip::make_address(subject, ec);
     dnsbl::score result;

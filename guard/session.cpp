@@ -305,7 +305,7 @@ asio::awaitable<void> session::run() {
   // gateway or its pair) is not tested again.
   const auto pass_ttl = cfg_.values.limits.pass_cache_ttl;
   const bool pass_tests = pass_ttl.count() > 0 && !preset_refusal_ && !allowlisted_ &&
-                          state_.store && (snapshot_->dnsbl || limits_.greet_pause.count() > 0);
+                          state_.store && (cfg_.dnsbl_enabled || limits_.greet_pause.count() > 0);
   std::string pass_key;
   if (pass_tests) {
     pass_key = "pass:" + client_key(facts_.client, cfg_.values.server.ipv6_prefix).to_string();
@@ -320,7 +320,7 @@ asio::awaitable<void> session::run() {
     else {
       const auto started = clock::now();
       v = co_await snapshot_->policy->run(stage::connect, input());
-      if (snapshot_->dnsbl) state_.observe().dnsbl_scored(clock::now() - started);
+      if (cfg_.dnsbl_enabled) state_.observe().dnsbl_scored(clock::now() - started);
     }
     facts_.dnsbl_score = static_cast<int>(v.score);
     if (v.what == action::accept) facts_.allowlisted = true;
