@@ -42,10 +42,6 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan
 # Leaks of third-party libraries only; every entry says why it is not ours.
 export LSAN_OPTIONS="suppressions=$source_dir/tests/sanitize.supp:print_suppressions=0"
 
-# Pauses in the integration tests that assume mxguard is done by then
-# (harness.hpp, scaled()): the sanitized -O0 build is several times slower.
-export MXGUARD_TEST_TIME_SCALE=${MXGUARD_TEST_TIME_SCALE:-3}
-
 cd build-sanitize
 status=0
 started=$SECONDS

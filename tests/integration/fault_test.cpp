@@ -399,10 +399,16 @@ TEST(Fault, NextHopDownRefusedThenBack) {
   expect_only_temporary_failures(result);
   EXPECT_GT(during_outage, 10u);
   EXPECT_GT(count_code(result, "RCPT", 451), 0u) << result.summary();
+  // Refused connections say 4.4.1; a session whose next-hop connection the
+  // kill cut between its greeting and the RCPT says 4.4.2. (Fix: only 4.4.1
+  // was expected, and 2 to 4 runs in 10 had such a session, 2 in 3 under
+  // the sanitizers.)
   for (const auto& a : result.attempts) {
     if (a.failed_at != "RCPT") continue;
-    EXPECT_NE(a.last_reply().text.find("4.4.1 Next hop not reachable"), std::string::npos)
-        << a.last_reply().text;
+    const auto& text = a.last_reply().text;
+    EXPECT_TRUE(text.find("4.4.1 Next hop not reachable") != std::string::npos ||
+                text.find("4.4.2 Next hop connection lost") != std::string::npos)
+        << text;
   }
   EXPECT_LT(slowest_reply(result), 2500ms) << result.summary();  // relay.connect_timeout 2 s
   // And deliveries resumed.

@@ -2,8 +2,6 @@
 // scripted mix of sessions, every mxguardctl command against a running
 // daemon, drain, and statistics that survive a restart. Real peers:
 // smtp-sink, rbldnsd, libclamav with a signature written here.
-#include <sys/socket.h>
-
 #include <csignal>
 
 #include <map>
@@ -46,32 +44,6 @@ std::string ops_config(const temp_dir& dir, const smtp_sink& sink, const rbldnsd
                          "\nflush_interval = \"200ms\"\n"
                          "\n[control]\nsocket = " +
                          quoted(s.socket.string()) + "\n");
-}
-
-// GET over HTTP/1.0; the body, or "" on failure. `status` gets the code.
-std::string http_get(int port, const std::string& path, int* status = nullptr) {
-  smtp_client c;  // a plain TCP client is all HTTP/1.0 needs
-  if (!c.connect(port)) return "";
-  c.send("GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  std::string all;
-  char buffer[65536];
-  for (;;) {
-    auto n = ::recv(c.fd(), buffer, sizeof(buffer), 0);
-    if (n <= 0) break;
-    all.append(buffer, static_cast<std::size_t>(n));
-  }
-  if (status && all.size() > 12) *status = std::atoi(all.substr(9, 3).c_str());
-  auto body = all.find("\r\n\r\n");
-  return body == std::string::npos ? "" : all.substr(body + 4);
-}
-
-// The value of one series in a Prometheus text exposition; -1 when absent.
-double metric(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
-  return -1;
 }
 
 struct ctl_result {
@@ -134,13 +106,17 @@ TEST(Ops, MetricsShowExactlyTheScriptedMix) {
   const auto before = http_get(s.metrics_port, "/metrics");
   run_mix(mx);
   ASSERT_TRUE(sink.wait_messages(1));
-  // The last session's counters land as it closes: give it a moment.
+  // The last sessions' counters land as they close: wait for the last
+  // refusal and for every session to have ended. (Fix: only the refusal was
+  // waited for, and a slow daemon — the sanitized build — still had the
+  // session before it open.)
   std::string text;
-  for (int i = 0; i < 50; ++i) {
+  for (int i = 0; i < 200; ++i) {
     text = http_get(s.metrics_port, "/metrics");
     if (metric(text, "mxguard_connections_total{outcome=\"refused\"}") -
-            std::max(0.0, metric(before, "mxguard_connections_total{outcome=\"refused\"}")) ==
-        2)
+                std::max(0.0, metric(before, "mxguard_connections_total{outcome=\"refused\"}")) ==
+            2 &&
+        metric(text, "mxguard_sessions_open") == 0)
       break;
     std::this_thread::sleep_for(50ms);
   }

@@ -298,9 +298,14 @@ TEST(Scan, StartRefusedWhenSignaturesCannotLoad) {
 
 namespace {
 
-// Two clients finish DATA 50 ms apart while the one scan thread is busy with
-// the first (a 5 MB attachment takes libclamav a few hundred ms here).
-std::pair<smtp_reply, smtp_reply> overlap_two_scans(const guard& mx) {
+// Two clients in DATA; the first finishes, and once the one scan thread is
+// busy with it (the metrics say so; a 5 MB attachment takes libclamav a few
+// hundred ms here) the second finishes too and finds the pool full. (Fix: a
+// fixed 300 ms pause before the first dot was meant to let both bodies be
+// read; a slow daemon — the sanitized build, a loaded machine — had not read
+// the large one by then, the small one was scanned first, and no scan ever
+// found the pool busy.)
+std::pair<smtp_reply, smtp_reply> overlap_two_scans(const guard& mx, int metrics_port) {
   std::string big;
   big.reserve(4 << 20);
   unsigned x = 12345;
@@ -320,15 +325,20 @@ std::pair<smtp_reply, smtp_reply> overlap_two_scans(const guard& mx) {
   b.send("DATA\r\n");
   EXPECT_EQ(a.read_reply().code, 354);
   EXPECT_EQ(b.read_reply().code, 354);
-  a.send(large);
+  a.send(large + ".\r\n");
   b.send(make_message("small", "small one\r\n"));
-  std::this_thread::sleep_for(scaled(300ms));  // both bodies read, waiting for the final dot
-  a.send(".\r\n");
-  std::this_thread::sleep_for(50ms);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (metric(http_get(metrics_port, "/metrics"), "mxguard_scan_busy_workers") < 1 &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);
   b.send(".\r\n");
   auto second = b.read_reply(30s);
   auto first = a.read_reply(30s);
   return {first, second};
+}
+
+std::string metrics_section(int port) {
+  return "\n[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n";
 }
 
 }  // namespace
@@ -337,15 +347,13 @@ TEST(Scan, SaturatedPoolTempFails) {
   temp_dir dir;
   smtp_sink sink(dir);
   auto sigs = make_signatures(dir, signature_kind::body, "sigs");
-  guard mx(dir, scan_config(sink, sigs, "workers = 1\nqueue_size = 0\n"));
-  auto [first, second] = overlap_two_scans(mx);
-  // One scans while the other finds the pool full (on a loaded machine the
-  // large one may reach the pool second: either order shows it).
-  auto& refused = first.code == 451 ? first : second;
-  auto& passed = first.code == 451 ? second : first;
-  EXPECT_EQ(passed.code, 250) << passed.text;
-  EXPECT_EQ(refused.code, 451) << refused.text;
-  EXPECT_NE(refused.text.find("4.7.0"), std::string::npos) << refused.text;
+  const int metrics_port = free_port();
+  guard mx(dir, scan_config(sink, sigs, "workers = 1\nqueue_size = 0\n") +
+                    metrics_section(metrics_port));
+  auto [first, second] = overlap_two_scans(mx, metrics_port);
+  EXPECT_EQ(first.code, 250) << first.text;
+  EXPECT_EQ(second.code, 451) << second.text;
+  EXPECT_NE(second.text.find("4.7.0"), std::string::npos) << second.text;
   EXPECT_NE(mx.log().find("rule=scan_overload"), std::string::npos) << mx.log();
 }
 
@@ -353,9 +361,11 @@ TEST(Scan, SaturatedPoolPassesWithHeaderWhenConfigured) {
   temp_dir dir;
   smtp_sink sink(dir);
   auto sigs = make_signatures(dir, signature_kind::body, "sigs");
+  const int metrics_port = free_port();
   guard mx(dir,
-           scan_config(sink, sigs, "workers = 1\nqueue_size = 0\noverload_action = \"pass\"\n"));
-  auto [first, second] = overlap_two_scans(mx);
+           scan_config(sink, sigs, "workers = 1\nqueue_size = 0\noverload_action = \"pass\"\n") +
+               metrics_section(metrics_port));
+  auto [first, second] = overlap_two_scans(mx, metrics_port);
   EXPECT_EQ(first.code, 250) << first.text;
   EXPECT_EQ(second.code, 250) << second.text;
   ASSERT_TRUE(sink.wait_messages(2));

@@ -88,15 +88,6 @@ temp_dir::~temp_dir() {
   fs::remove_all(path_, ec);
 }
 
-std::chrono::milliseconds scaled(std::chrono::milliseconds pause) {
-  static const double factor = [] {
-    const char* text = std::getenv("MXGUARD_TEST_TIME_SCALE");
-    double f = text ? std::strtod(text, nullptr) : 1.0;
-    return f >= 1.0 ? f : 1.0;
-  }();
-  return std::chrono::milliseconds(static_cast<std::int64_t>(pause.count() * factor));
-}
-
 int free_port() {
   // Below the kernel's ephemeral range (32768-60999 by default), so that no
   // client connection of a parallel test can take the port between our pick
@@ -594,6 +585,32 @@ bool smtp_client::closed_by_peer(std::chrono::milliseconds timeout) {
     auto n = ::recv(fd_, chunk, sizeof chunk, 0);
     if (n <= 0) return true;
   }
+}
+
+// --- http ----------------------------------------------------------------------------
+
+std::string http_get(int port, const std::string& path, int* status) {
+  smtp_client c;  // a plain TCP client is all HTTP/1.0 needs
+  if (!c.connect(port)) return "";
+  c.send("GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  std::string all;
+  char buffer[65536];
+  for (;;) {
+    auto n = ::recv(c.fd(), buffer, sizeof(buffer), 0);
+    if (n <= 0) break;
+    all.append(buffer, static_cast<std::size_t>(n));
+  }
+  if (status && all.size() > 12) *status = std::atoi(all.substr(9, 3).c_str());
+  auto body = all.find("\r\n\r\n");
+  return body == std::string::npos ? "" : all.substr(body + 4);
+}
+
+double metric(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
+  return -1;
 }
 
 std::string hex(const std::string& bytes) {

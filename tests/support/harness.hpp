@@ -33,12 +33,6 @@ class temp_dir {
   fs::path path_;
 };
 
-// A pause a test takes on the assumption that mxguard has done something by
-// then, times MXGUARD_TEST_TIME_SCALE (a number, default 1): tests/sanitize.sh
-// sets it, because the sanitized build runs several times slower. Timeouts
-// that only bound a wait for an event need no scaling.
-std::chrono::milliseconds scaled(std::chrono::milliseconds pause);
-
 // A loopback port that was free a moment ago.
 int free_port();
 // True once something accepts TCP connections on 127.0.0.1:port (or ::1).
@@ -200,10 +194,16 @@ class smtp_client {
   std::string buffer_;
 };
 
-// A minimal RFC 5322 message with CRLF lines.
+// GET over HTTP/1.0 (the metrics endpoint); the body, or "" on failure.
+// `status` gets the code.
+std::string http_get(int port, const std::string& path, int* status = nullptr);
+// The value of one series in a Prometheus text exposition; -1 when absent.
+double metric(const std::string& text, const std::string& series);
+
 // Lower-case hex of the bytes (ClamAV body signatures are written so).
 std::string hex(const std::string& bytes);
 
+// A minimal RFC 5322 message with CRLF lines.
 std::string make_message(const std::string& subject, const std::string& body,
                          const std::string& from = "sender@remote.example",
                          const std::string& to = "user@example.org");
