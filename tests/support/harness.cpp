@@ -246,8 +246,13 @@ void smtp_sink::restart() {
 
 std::vector<std::string> smtp_sink::messages() const {
   std::vector<std::pair<fs::file_time_type, fs::path>> files;
-  for (const auto& e : fs::directory_iterator(dump_dir_))
-    if (e.is_regular_file()) files.emplace_back(e.last_write_time(), e.path());
+  // smtp-sink removes the dump of a transaction that ends without DATA: a
+  // file listed a moment ago may be gone.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dump_dir_, ec)) {
+    auto written = e.last_write_time(ec);
+    if (!ec && e.is_regular_file(ec)) files.emplace_back(written, e.path());
+  }
   std::sort(files.begin(), files.end());
   std::vector<std::string> out;
   // smtp-sink opens a dump at MAIL; only a transaction that got as far as
@@ -611,6 +616,23 @@ double metric(const std::string& text, const std::string& series) {
   while (std::getline(in, line))
     if (line.starts_with(series + " ")) return std::stod(line.substr(series.size() + 1));
   return -1;
+}
+
+int established_at(int port) {
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // the column names
+  int count = 0;
+  while (std::getline(tcp, line)) {
+    // "  sl  local_address rem_address   st ...", addresses as HEXIP:HEXPORT
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    auto colon = local.find(':');
+    if (colon == std::string::npos || state != "01") continue;
+    if (std::stoi(local.substr(colon + 1), nullptr, 16) == port) ++count;
+  }
+  return count;
 }
 
 std::string hex(const std::string& bytes) {
