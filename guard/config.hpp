@@ -81,6 +81,9 @@ struct relay_settings {
   duration command_timeout{};
   duration data_timeout{};
   std::string helo_name;
+  duration connection_cache_time{};
+  duration connection_reuse_time{};
+  std::int64_t connection_cache_size = 0;
 };
 
 struct access_settings {

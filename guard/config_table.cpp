@@ -125,6 +125,20 @@ const setting_spec table[] = {
      MXG_FIELD(relay, data_timeout)},
     {"relay", "helo_name", value_kind::string, R"("")", 0, 0,
      "EHLO name towards next hops; empty = `server.hostname`.", MXG_FIELD(relay, helo_name)},
+    {"relay", "connection_cache_time", value_kind::duration, R"("2s")", 0, 5 * minute,
+     "How long a next-hop connection, its transaction done, waits for the next session to the "
+     "same next hops on its I/O thread (checked before use, QUIT when unused; Postfix's "
+     "`smtp_connection_cache_time_limit`); 0 = each session opens its own and says QUIT.",
+     MXG_FIELD(relay, connection_cache_time)},
+    {"relay", "connection_reuse_time", value_kind::duration, R"("300s")", second, day,
+     "No reuse of a next-hop connection older than this (Postfix's "
+     "`smtp_connection_reuse_time_limit`).",
+     MXG_FIELD(relay, connection_reuse_time)},
+    {"relay", "connection_cache_size", value_kind::integer, "16", 0, 10000,
+     "Idle next-hop connections kept per I/O thread at most. Each holds a session (for "
+     "Postfix an smtpd process) at the next hop: keep `workers` times this well under its "
+     "process limit.",
+     MXG_FIELD(relay, connection_cache_size)},
     // [access]
     {"access", "rules", value_kind::string_list, "[]", 0, 0,
      "Client access rules `ADDRESS[/LEN] OK|REJECT|DEFER [text]`; most specific wins.",

@@ -58,6 +58,10 @@ observer::observer(ops::registry& reg)
           "mxguard_next_hop_replies_total",
           "The next hop's final replies after DATA, by class (2xx, 4xx, 5xx, local = no reply).",
           {"class"})),
+      next_hop_connections_(reg.add_counter_family(
+          "mxguard_next_hop_connections_total",
+          "Next-hop connections sessions started with: newly opened, or reused from the cache.",
+          {"how"})),
       dnsbl_seconds_(reg.add_histogram(
           "mxguard_dnsbl_score_seconds",
           "Time to a client's DNSBL score (all lists, cache included).", latency_buckets())),
@@ -66,7 +70,9 @@ observer::observer(ops::registry& reg)
       next_hop_2xx_(next_hop_replies_.with({"2xx"})),
       next_hop_4xx_(next_hop_replies_.with({"4xx"})),
       next_hop_5xx_(next_hop_replies_.with({"5xx"})),
-      next_hop_local_(next_hop_replies_.with({"local"})) {
+      next_hop_local_(next_hop_replies_.with({"local"})),
+      next_hop_opened_(next_hop_connections_.with({"opened"})),
+      next_hop_reused_(next_hop_connections_.with({"reused"})) {
   for (auto end : {transaction_end::relayed, transaction_end::spam, transaction_end::discarded,
                    transaction_end::virus, transaction_end::refused, transaction_end::tempfailed})
     transactions_by_end_[static_cast<std::size_t>(end)] = &transactions_.with({to_label(end)});

@@ -42,6 +42,8 @@ class observer {
   // A scan's outcome and the time the session waited for it (queue included).
   void scanned(const scan::result& r, std::chrono::steady_clock::duration waited);
   void next_hop_data(std::chrono::steady_clock::duration took, std::string_view reply_code);
+  // A session got a next-hop connection: a parked one, or a new one.
+  void next_hop_connection(bool reused) { (reused ? next_hop_reused_ : next_hop_opened_).inc(); }
   void dnsbl_scored(std::chrono::steady_clock::duration took);
 
  private:
@@ -52,6 +54,7 @@ class observer {
   ops::family<ops::histogram>& scan_seconds_;
   ops::histogram& next_hop_seconds_;
   ops::family<ops::counter>& next_hop_replies_;
+  ops::family<ops::counter>& next_hop_connections_;
   ops::histogram& dnsbl_seconds_;
   // Series of fixed labels, looked up once (a family's lookup takes its mutex;
   // these are counted for every connection and message). Exported from the
@@ -59,6 +62,7 @@ class observer {
   ops::counter &accepted_, &refused_connections_;
   std::array<ops::counter*, 6> transactions_by_end_{};  // by transaction_end
   ops::counter &next_hop_2xx_, &next_hop_4xx_, &next_hop_5xx_, &next_hop_local_;
+  ops::counter &next_hop_opened_, &next_hop_reused_;
   std::shared_ptr<ops::stats_recorder> stats_;
 };
 

@@ -1,5 +1,8 @@
 #include "relay_client.hpp"
 
+#include "deadline.hpp"
+#include "relay_pool.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -28,16 +31,6 @@ smtp_reply lost() {
 }
 smtp_reply garbled() {
   return smtp_reply::local_reply(451, "4.5.0 Next hop protocol error, try again later");
-}
-
-// Runs `op` with a deadline; nullopt when the deadline passed first (the
-// operation is cancelled by the `||`).
-template <typename T>
-asio::awaitable<std::optional<T>> within(std::chrono::milliseconds limit, asio::awaitable<T> op) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, limit);
-  auto result = co_await (std::move(op) || timer.async_wait(use_tuple));
-  if (result.index() == 0) co_return std::get<0>(std::move(result));
-  co_return std::nullopt;
 }
 
 bool ieq_prefix(std::string_view text, std::string_view word) {
@@ -210,13 +203,50 @@ asio::awaitable<smtp_reply> relay_client::try_hop(const host_port& hop,
   co_return hello;
 }
 
-asio::awaitable<smtp_reply> relay_client::open(const route& r, const std::string& helo_name) {
+namespace {
+
+std::string pool_key(const route& r, const std::string& helo_name, bool starttls) {
+  std::string key = helo_name;
+  key += starttls ? "|tls|" : "|plain|";
+  for (const auto& hop : r.next_hops) {
+    key += hop.host;
+    key += ':';
+    key += std::to_string(hop.port);
+    key += ' ';
+  }
+  return key;
+}
+
+}  // namespace
+
+asio::awaitable<smtp_reply> relay_client::open(const route& r, std::string helo_name) {
+  drop();
+  reused_ = unproven_ = false;
+  pool_key_ = pool_key(r, helo_name, tls_context_ != nullptr);
+  helo_name_ = std::move(helo_name);
+  if (cache_.enabled()) {
+    if (auto parked = relay_pool::of(executor_).take(pool_key_)) {
+      stream_ = std::move(parked->stream);
+      peer_ = std::move(parked->peer);
+      has_size_ = parked->has_size;
+      has_8bitmime_ = parked->has_8bitmime;
+      connected_at_ = parked->connected_at;
+      route_ = &r;
+      reused_ = unproven_ = true;
+      co_return smtp_reply::local_reply(250, "reusing the connection to " + peer_);
+    }
+  }
+  co_return co_await connect(r, helo_name_);
+}
+
+asio::awaitable<smtp_reply> relay_client::connect(const route& r, const std::string& helo_name) {
   drop();
   smtp_reply last = unreachable();
   for (const auto& hop : r.next_hops) {
     last = co_await try_hop(hop, helo_name);
     if (stream_) {
       route_ = &r;
+      connected_at_ = std::chrono::steady_clock::now();
       co_return last;
     }
   }
@@ -228,10 +258,26 @@ asio::awaitable<smtp_reply> relay_client::open(const route& r, const std::string
 
 asio::awaitable<smtp_reply> relay_client::mail(std::string sender,
                                                std::optional<std::uint64_t> size, bool body_8bit) {
-  std::string line = "MAIL FROM:<" + sender + ">";
-  if (size && has_size_) line += " SIZE=" + std::to_string(*size);
-  if (body_8bit && has_8bitmime_) line += " BODY=8BITMIME";
-  co_return co_await command(std::move(line), timeouts_.command);
+  // Built from the connection's capabilities, which a new one may not share.
+  auto mail_line = [&] {
+    std::string line = "MAIL FROM:<" + sender + ">";
+    if (size && has_size_) line += " SIZE=" + std::to_string(*size);
+    if (body_8bit && has_8bitmime_) line += " BODY=8BITMIME";
+    return line;
+  };
+  const route* r = route_;
+  auto reply = co_await command(mail_line(), timeouts_.command);
+  if (unproven_ && !stream_ && r) {
+    // The parked connection died in between (closed, reset, or a 421 as
+    // the next hop timed it out just now): that says nothing about the
+    // next hop, so a new connection gets the command.
+    unproven_ = reused_ = false;
+    auto opened = co_await connect(*r, helo_name_);
+    if (!stream_) co_return opened;
+    reply = co_await command(mail_line(), timeouts_.command);
+  }
+  unproven_ = false;
+  co_return reply;
 }
 
 asio::awaitable<smtp_reply> relay_client::rcpt(std::string recipient) {
@@ -268,6 +314,16 @@ asio::awaitable<smtp_reply> relay_client::rset() {
 asio::awaitable<void> relay_client::quit() {
   if (!stream_) co_return;
   co_await command("QUIT", std::min(timeouts_.command, std::chrono::milliseconds(2000)));
+  drop();
+}
+
+asio::awaitable<void> relay_client::release() {
+  if (!stream_) co_return;
+  // Left-over bytes would be taken for the next command's reply.
+  if (!cache_.enabled() || !input_.empty()) co_return co_await quit();
+  relay_pool::of(executor_).park(
+      pool_key_, {std::move(stream_), peer_, has_size_, has_8bitmime_, connected_at_}, cache_,
+      executor_);
   drop();
 }
 

@@ -20,6 +20,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include "relay_pool.hpp"
 #include "routes.hpp"
 #include "smtp_framing.hpp"
 #include "smtp_stream.hpp"
@@ -51,13 +52,20 @@ struct relay_timeouts {
 class relay_client {
  public:
   relay_client(asio::any_io_executor executor, relay_timeouts timeouts,
-               asio::ssl::context* tls_context)
-      : executor_(std::move(executor)), timeouts_(timeouts), tls_context_(tls_context) {}
+               asio::ssl::context* tls_context, relay_cache_settings cache = {})
+      : executor_(std::move(executor)),
+        timeouts_(timeouts),
+        tls_context_(tls_context),
+        cache_(cache) {}
   ~relay_client();
 
-  // Connects to the first next hop of `r` that answers with a 2xx banner and
-  // EHLO/HELO, upgrading to TLS when offered. On failure a 451 reply.
-  asio::awaitable<smtp_reply> open(const route& r, const std::string& helo_name);
+  // A connection to `r`'s next hops: a parked one of this I/O thread when
+  // caching is on and one is there (reused() tells), else the first next hop
+  // that answers with a 2xx banner and EHLO/HELO, upgraded to TLS when
+  // offered. On failure a 451 reply.
+  asio::awaitable<smtp_reply> open(const route& r, std::string helo_name);
+  // MAIL FROM. On a reused connection that turns out dead at this first
+  // command (the next hop closed it a moment ago), once more on a new one.
   asio::awaitable<smtp_reply> mail(std::string sender, std::optional<std::uint64_t> size,
                                    bool body_8bit);
   asio::awaitable<smtp_reply> rcpt(std::string recipient);
@@ -66,8 +74,12 @@ class relay_client {
   asio::awaitable<smtp_reply> rset();
   // Polite QUIT with a short deadline, then close.
   asio::awaitable<void> quit();
+  // Done with the connection between transactions: parked for the next
+  // session when caching is on, else QUIT.
+  asio::awaitable<void> release();
 
   bool connected() const { return stream_ != nullptr; }
+  bool reused() const { return reused_; }
   const route* current_route() const { return route_; }
   const std::string& peer() const { return peer_; }  // "ip:port" of the next hop in use
   bool tls() const { return stream_ && stream_->is_tls(); }
@@ -76,16 +88,23 @@ class relay_client {
   asio::awaitable<smtp_reply> command(std::string line, std::chrono::milliseconds timeout);
   asio::awaitable<smtp_reply> read_reply(std::chrono::milliseconds timeout);
   asio::awaitable<smtp_reply> try_hop(const host_port& hop, const std::string& helo_name);
+  asio::awaitable<smtp_reply> connect(const route& r, const std::string& helo_name);
   asio::awaitable<smtp_reply> ehlo(const std::string& helo_name);
   void drop();
 
   asio::any_io_executor executor_;
   relay_timeouts timeouts_;
   asio::ssl::context* tls_context_;
+  relay_cache_settings cache_;
   std::unique_ptr<smtp_stream> stream_;
   line_buffer input_{4096};
   const route* route_ = nullptr;
   std::string peer_;
+  std::string pool_key_;  // next hops, EHLO name, TLS use: what a parked connection must match
+  std::string helo_name_;
+  std::chrono::steady_clock::time_point connected_at_;
+  bool reused_ = false;    // taken from the pool
+  bool unproven_ = false;  // reused, and no command has had a reply on it yet
   bool has_size_ = false;
   bool has_8bitmime_ = false;
   bool has_starttls_ = false;

@@ -77,7 +77,9 @@ class session : public std::enable_shared_from_this<session> {
         relay_(stream_.socket().get_executor(),
                {cfg_.values.relay.connect_timeout, cfg_.values.relay.command_timeout,
                 cfg_.values.relay.data_timeout, cfg_.values.tls.handshake_timeout},
-               cfg_.values.tls.relay_starttls ? &state.relay_tls() : nullptr),
+               cfg_.values.tls.relay_starttls ? &state.relay_tls() : nullptr,
+               {cfg_.values.relay.connection_cache_time, cfg_.values.relay.connection_reuse_time,
+                static_cast<std::size_t>(cfg_.values.relay.connection_cache_size)}),
         allowlisted_(allowlisted),
         preset_refusal_(std::move(preset_refusal)) {
     facts_.id = fmt::format("{:012x}", state.next_session_number());
@@ -391,7 +393,11 @@ asio::awaitable<void> session::run() {
     co_await flush();
   }
 
-  if (relay_.connected()) co_await relay_.quit();
+  // Between transactions the connection can serve the next session.
+  if (relay_mail_sent_)
+    co_await relay_.quit();
+  else
+    co_await relay_.release();
   reset_transaction();
   if (lease_held_) co_await snapshot_->limits->release_lease(facts_);
   finished_ = true;
@@ -699,6 +705,7 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
           cfg_.values.relay.helo_name.empty() ? limits_.hostname : cfg_.values.relay.helo_name;
       auto opened = co_await relay_.open(*r, helo);
       state_.next_hop_reachable().store(relay_.connected(), std::memory_order_relaxed);
+      if (relay_.connected()) state_.observe().next_hop_connection(relay_.reused());
       if (!relay_.connected()) {
         ops::event("NEXTHOP")
             .add("sid", facts_.id)

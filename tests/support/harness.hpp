@@ -200,6 +200,10 @@ std::string http_get(int port, const std::string& path, int* status = nullptr);
 // The value of one series in a Prometheus text exposition; -1 when absent.
 double metric(const std::string& text, const std::string& series);
 
+// Established TCP connections (IPv4) whose local port is `port`: what a
+// server listening there holds open, seen from the kernel.
+int established_at(int port);
+
 // Lower-case hex of the bytes (ClamAV body signatures are written so).
 std::string hex(const std::string& bytes);
 
