@@ -79,6 +79,8 @@ class relay_client {
   asio::awaitable<void> release();
 
   bool connected() const { return stream_ != nullptr; }
+  // Frees the reply buffer while nothing is pending (an idle session).
+  void release_buffer() { input_.release_if_empty(); }
   bool reused() const { return reused_; }
   const route* current_route() const { return route_; }
   const std::string& peer() const { return peer_; }  // "ip:port" of the next hop in use

@@ -74,14 +74,9 @@ class session : public std::enable_shared_from_this<session> {
         stream_(std::move(socket)),
         in_(static_cast<std::size_t>(limits_.max_line_length)),
         watchdog_(stream_.socket().get_executor()),
-        relay_(stream_.socket().get_executor(),
-               {cfg_.values.relay.connect_timeout, cfg_.values.relay.command_timeout,
-                cfg_.values.relay.data_timeout, cfg_.values.tls.handshake_timeout},
-               cfg_.values.tls.relay_starttls ? &state.relay_tls() : nullptr,
-               {cfg_.values.relay.connection_cache_time, cfg_.values.relay.connection_reuse_time,
-                static_cast<std::size_t>(cfg_.values.relay.connection_cache_size)}),
         allowlisted_(allowlisted),
-        preset_refusal_(std::move(preset_refusal)) {
+        preset_refusal_(preset_refusal ? std::make_unique<verdict>(std::move(*preset_refusal))
+                                       : nullptr) {
     facts_.id = fmt::format("{:012x}", state.next_session_number());
     facts_.client = normalize(client.address());
     facts_.client_port = client.port();
@@ -89,11 +84,23 @@ class session : public std::enable_shared_from_this<session> {
     client_text_ = endpoint_text(facts_.client, facts_.client_port);
   }
 
-  asio::awaitable<void> run();
+  // The session's phases, each a coroutine run by drive(): run() (connect
+  // stage and greeting), serve() (commands, as long as the client has more
+  // to say) and close(). Between commands an idle plain-TCP session ends its
+  // serve() coroutine and waits for the client with a callback: its frames
+  // are freed, and an idle session costs its object, its socket and a wait.
+  void start() { drive(run()); }
 
  private:
+  asio::awaitable<void> run();
+  asio::awaitable<void> serve();
+  asio::awaitable<void> close();
+  void drive(asio::awaitable<void> phase);
+  void wait_for_client();
+
   // --- deadlines ---------------------------------------------------------
-  asio::awaitable<void> watchdog(std::shared_ptr<session> self);
+  // A callback timer rather than a coroutine, for the same reason.
+  void arm_watchdog();
   void set_deadline(clock::duration within) {
     deadline_ = std::min(clock::now() + within, session_deadline_);
     if (deadline_ < watchdog_.expiry()) watchdog_.cancel();  // wake it to re-arm earlier
@@ -105,7 +112,9 @@ class session : public std::enable_shared_from_this<session> {
     out_.append("\r\n");
   }
   asio::awaitable<bool> flush();
-  asio::awaitable<std::optional<line_buffer::line>> next_command();
+  // The next command line; nullopt when the client is gone or the time is
+  // up, or (with `may_idle`, idle_ set) when serve() is to end and wait.
+  asio::awaitable<std::optional<line_buffer::line>> next_command(bool may_idle = false);
   // Strings by value: a coroutine's reference parameters would outlive the
   // temporaries callers build their replies in.
   asio::awaitable<void> close_with(std::string text);
@@ -129,6 +138,8 @@ class session : public std::enable_shared_from_this<session> {
       std::function<void(std::string_view, std::string_view, std::string_view, std::string_view)>
           log_transaction);
   asio::awaitable<void> abandon_relay_transaction();
+  relay_client& relay();
+  bool relay_connected() const { return relay_ && relay_->connected(); }
   void reset_transaction();
   std::optional<verdict> bounce_rules(mailbox& rcpt);
   asio::awaitable<void> count_refused_recipient();
@@ -152,7 +163,8 @@ class session : public std::enable_shared_from_this<session> {
   line_buffer in_;
   std::string out_;
   asio::steady_timer watchdog_;
-  relay_client relay_;
+  // Made at the first accepted recipient: most sessions never relay.
+  std::unique_ptr<relay_client> relay_;
   session_facts facts_;
   envelope envelope_;
   const route* route_ = nullptr;     // of the open transaction
@@ -160,17 +172,20 @@ class session : public std::enable_shared_from_this<session> {
   std::int64_t reserved_bytes_ = 0;  // our share of daemon_state::buffered_bytes
   std::string client_text_;
   bool allowlisted_;
-  std::optional<verdict> preset_refusal_;
-  bool lease_held_ =
-      false;  // limits.concurrent_per_ip        // decided at admission (access REJECT)
-  std::optional<verdict> pending_refusal_;       // decided at connect, enforced at RCPT
-  std::optional<verdict> pending_mail_refusal_;  // decided at MAIL, for this transaction
+  // Verdicts held by pointer, as the relay client: an idle session is small.
+  std::unique_ptr<verdict> preset_refusal_;        // decided at admission (access REJECT)
+  bool lease_held_ = false;                        // limits.concurrent_per_ip
+  std::unique_ptr<verdict> pending_refusal_;       // decided at connect, enforced at RCPT
+  std::unique_ptr<verdict> pending_mail_refusal_;  // decided at MAIL, for this transaction
 
   clock::time_point started_ = clock::now();
   clock::time_point session_deadline_;
   clock::time_point deadline_ = clock::time_point::max();
-  bool expired_ = false;   // the watchdog fired
-  bool finished_ = false;  // the session is over; the watchdog stops
+  bool expired_ = false;             // the watchdog fired
+  bool finished_ = false;            // the session is over; the watchdog stops
+  bool closing_ = false;             // close() has been started
+  bool idle_ = false;                // serve() ended to wait for the client
+  std::optional<error_code> woken_;  // the idle wait's outcome, for the next read
   bool quit_ = false;
   bool helo_seen_ = false;
   std::int64_t commands_ = 0;
@@ -181,17 +196,57 @@ class session : public std::enable_shared_from_this<session> {
 
 // --- deadlines -------------------------------------------------------------
 
-asio::awaitable<void> session::watchdog(std::shared_ptr<session> self) {
-  while (!finished_) {
-    watchdog_.expires_at(deadline_);
-    co_await watchdog_.async_wait(use_tuple);
-    if (finished_) break;
-    if (clock::now() >= deadline_) {
-      expired_ = true;
-      deadline_ = clock::time_point::max();
-      stream_.cancel();
+void session::arm_watchdog() {
+  watchdog_.expires_at(deadline_);
+  // Cancelled whenever an earlier deadline is set (set_deadline), and at the end.
+  watchdog_.async_wait([self = shared_from_this()](error_code) {
+    if (self->finished_) return;
+    if (clock::now() >= self->deadline_) {
+      self->expired_ = true;
+      self->deadline_ = clock::time_point::max();
+      self->stream_.cancel();
     }
-  }
+    self->arm_watchdog();
+  });
+}
+
+// --- phases ----------------------------------------------------------------
+
+void session::drive(asio::awaitable<void> phase) {
+  asio::co_spawn(stream_.socket().get_executor(), std::move(phase),
+                 [self = shared_from_this()](std::exception_ptr e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       ops::log_message(ops::severity::error, "SESSION_ERROR", ex.what());
+                     } catch (...) {
+                       ops::log_message(ops::severity::error, "SESSION_ERROR", "unknown exception");
+                     }
+                     self->quit_ = true;
+                     self->idle_ = false;
+                   }
+                   if (self->idle_ && !self->quit_)
+                     self->wait_for_client();
+                   else if (!self->closing_) {
+                     self->closing_ = true;
+                     self->drive(self->close());
+                   } else if (!self->finished_) {  // close() itself failed
+                     self->finished_ = true;
+                     self->watchdog_.cancel();
+                     self->stream_.close();
+                   }
+                 });
+}
+
+void session::wait_for_client() {
+  idle_ = false;
+  if (relay_) relay_->release_buffer();
+  stream_.socket().async_wait(asio::ip::tcp::socket::wait_read,
+                              [self = shared_from_this()](error_code ec) {
+                                self->woken_ = ec;
+                                self->drive(self->serve());
+                              });
 }
 
 // --- I/O -------------------------------------------------------------------
@@ -203,15 +258,26 @@ asio::awaitable<bool> session::flush() {
   co_return !ec;
 }
 
-asio::awaitable<std::optional<line_buffer::line>> session::next_command() {
+asio::awaitable<std::optional<line_buffer::line>> session::next_command(bool may_idle) {
   set_deadline(limits_.command_timeout);
   for (;;) {
     if (auto line = in_.next()) co_return line;
     if (!co_await flush()) co_return std::nullopt;
-    // Hold no input buffer while the client is silent: an idle session costs
-    // its coroutine frame and little else.
+    // Hold no input buffer while the client is silent.
     in_.release_if_empty();
-    if (auto ec = co_await stream_.wait_readable()) co_return std::nullopt;
+    if (woken_) {
+      // Back from an idle wait: readable, or cancelled by the watchdog, or
+      // the connection failed.
+      auto ec = *woken_;
+      woken_.reset();
+      if (ec) co_return std::nullopt;
+    } else if (may_idle && !stream_.is_tls()) {
+      // With TLS the library may hold decrypted bytes the socket does not show.
+      idle_ = true;
+      co_return std::nullopt;
+    } else if (auto ec = co_await stream_.wait_readable()) {
+      co_return std::nullopt;
+    }
     std::size_t room;
     char* area = in_.write_area(room);
     auto [ec, n] = co_await stream_.read_some(asio::buffer(area, room));
@@ -288,9 +354,8 @@ asio::awaitable<void> session::refused_dialogue(std::string greeting) {
 // --- protocol ----------------------------------------------------------------
 
 asio::awaitable<void> session::run() {
-  auto self = shared_from_this();
   session_deadline_ = started_ + limits_.session_timeout;
-  asio::co_spawn(stream_.socket().get_executor(), watchdog(self), [](std::exception_ptr) {});
+  arm_watchdog();
 
   error_code ignored;
   stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
@@ -327,7 +392,7 @@ asio::awaitable<void> session::run() {
     facts_.dnsbl_score = static_cast<int>(v.score);
     if (v.what == action::accept) facts_.allowlisted = true;
     if (is_refusal(v) && v.at_rcpt) {
-      pending_refusal_ = v;
+      pending_refusal_ = std::make_unique<verdict>(v);
     } else if (is_refusal(v)) {
       ++refused_;
       if (!v.reply.starts_with("5")) v.reply = greeting_tempfail(std::move(v.reply));
@@ -367,37 +432,46 @@ asio::awaitable<void> session::run() {
   // Passed (not merely let in at RCPT with a pending refusal): remember it.
   if (pass_tests && !refused_at_connect && !facts_.passed_before && !pending_refusal_)
     co_await state_.store->mark_passed(pass_key, pass_ttl.count(), ratelimit::wall_clock_now());
-  if (!refused_at_connect) {
-    set_deadline(limits_.command_timeout);
-    reply(fmt::format("220 {} {}", limits_.hostname, limits_.banner));
-    while (!quit_) {
-      auto line = co_await next_command();
-      if (!line) {
-        if (expired_) {
-          ops::event("TIMEOUT")
-              .add("sid", facts_.id)
-              .add("client", client_text_)
-              .add("stage", envelope_.open ? "transaction" : "command")
-              .emit();
-          co_await close_with(
-              fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
-        }
-        break;
-      }
-      co_await dispatch(*line);
-      if (!quit_ && !expired_ && commands_ >= limits_.max_commands) {
-        log_reject("session", "max_commands", "421 4.7.0 Error: too many commands");
-        co_await close_with("421 4.7.0 Error: too many commands");
-      }
-    }
-    co_await flush();
+  if (refused_at_connect) {
+    quit_ = true;
+    co_return;
   }
+  set_deadline(limits_.command_timeout);
+  reply(fmt::format("220 {} {}", limits_.hostname, limits_.banner));
+  co_await serve();
+}
 
+asio::awaitable<void> session::serve() {
+  while (!quit_) {
+    auto line = co_await next_command(true);
+    if (!line) {
+      if (idle_) co_return;
+      if (expired_) {
+        ops::event("TIMEOUT")
+            .add("sid", facts_.id)
+            .add("client", client_text_)
+            .add("stage", envelope_.open ? "transaction" : "command")
+            .emit();
+        co_await close_with(fmt::format("421 4.4.2 {} Error: timeout exceeded", limits_.hostname));
+      }
+      break;
+    }
+    co_await dispatch(*line);
+    if (!quit_ && !expired_ && commands_ >= limits_.max_commands) {
+      log_reject("session", "max_commands", "421 4.7.0 Error: too many commands");
+      co_await close_with("421 4.7.0 Error: too many commands");
+    }
+  }
+  quit_ = true;
+  co_await flush();
+}
+
+asio::awaitable<void> session::close() {
   // Between transactions the connection can serve the next session.
-  if (relay_mail_sent_)
-    co_await relay_.quit();
-  else
-    co_await relay_.release();
+  if (relay_ && relay_mail_sent_)
+    co_await relay_->quit();
+  else if (relay_)
+    co_await relay_->release();
   reset_transaction();
   if (lease_held_) co_await snapshot_->limits->release_lease(facts_);
   finished_ = true;
@@ -541,11 +615,24 @@ asio::awaitable<void> session::on_helo(const command& cmd, bool extended) {
   reply("250 ENHANCEDSTATUSCODES");
 }
 
+relay_client& session::relay() {
+  if (!relay_)
+    relay_ = std::make_unique<relay_client>(
+        stream_.socket().get_executor(),
+        relay_timeouts{cfg_.values.relay.connect_timeout, cfg_.values.relay.command_timeout,
+                       cfg_.values.relay.data_timeout, cfg_.values.tls.handshake_timeout},
+        cfg_.values.tls.relay_starttls ? &state_.relay_tls() : nullptr,
+        relay_cache_settings{cfg_.values.relay.connection_cache_time,
+                             cfg_.values.relay.connection_reuse_time,
+                             static_cast<std::size_t>(cfg_.values.relay.connection_cache_size)});
+  return *relay_;
+}
+
 asio::awaitable<void> session::abandon_relay_transaction() {
-  if (relay_mail_sent_ && relay_.connected()) {
-    auto r = co_await relay_.rset();
+  if (relay_mail_sent_ && relay_connected()) {
+    auto r = co_await relay_->rset();
     // A next hop that will not reset is not reused.
-    if (!r.positive() && relay_.connected()) co_await relay_.quit();
+    if (!r.positive() && relay_connected()) co_await relay_->quit();
   }
   relay_mail_sent_ = false;
 }
@@ -566,7 +653,7 @@ bool session::apply_policy_refusal(const verdict& v, std::string_view stage_name
     // Enforced at the first RCPT (dnsbl.action = "rcpt"); a MAIL-stage
     // decision is about this transaction's sender only.
     auto& pending = stage_name == "mail" ? pending_mail_refusal_ : pending_refusal_;
-    if (!pending) pending = v;
+    if (!pending) pending = std::make_unique<verdict>(v);
     return false;
   }
   ++errors_;
@@ -672,7 +759,7 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     co_return co_await refuse(
         "rcpt", "route_split",
         "452 4.5.3 Error: recipients for another route, send them in a new transaction");
-  if (!envelope_.recipients.empty() && !relay_.connected())
+  if (!envelope_.recipients.empty() && !relay_connected())
     co_return co_await refuse("rcpt", "next_hop",
                               "451 4.4.2 Next hop connection lost, try again later");
 
@@ -698,15 +785,15 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
   // The before-queue relay: the next hop decides on the recipient while the
   // client waits, so unknown users are refused here, never bounced later.
   if (!relay_mail_sent_) {
-    if (relay_.connected() && relay_.current_route()->next_hops != r->next_hops)
-      co_await relay_.quit();
-    if (!relay_.connected()) {
+    if (relay_connected() && relay_->current_route()->next_hops != r->next_hops)
+      co_await relay_->quit();
+    if (!relay_connected()) {
       const auto& helo =
           cfg_.values.relay.helo_name.empty() ? limits_.hostname : cfg_.values.relay.helo_name;
-      auto opened = co_await relay_.open(*r, helo);
-      state_.next_hop_reachable().store(relay_.connected(), std::memory_order_relaxed);
-      if (relay_.connected()) state_.observe().next_hop_connection(relay_.reused());
-      if (!relay_.connected()) {
+      auto opened = co_await relay().open(*r, helo);
+      state_.next_hop_reachable().store(relay_connected(), std::memory_order_relaxed);
+      if (relay_connected()) state_.observe().next_hop_connection(relay_->reused());
+      if (!relay_connected()) {
         ops::event("NEXTHOP")
             .add("sid", facts_.id)
             .add("route", r->domain)
@@ -716,11 +803,11 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
       }
     }
     auto mailed =
-        co_await relay_.mail(outbound_sender(rcpt), envelope_.declared_size, envelope_.body_8bit);
+        co_await relay_->mail(outbound_sender(rcpt), envelope_.declared_size, envelope_.body_8bit);
     if (!mailed.positive()) co_return co_await refuse("rcpt", "next_hop_mail", mailed.to_client());
     relay_mail_sent_ = true;
   }
-  auto answer = co_await relay_.rcpt(rcpt.text());
+  auto answer = co_await relay().rcpt(rcpt.text());
   if (!answer.positive()) {
     ++refused_;
     co_await refuse("rcpt", answer.local ? "next_hop" : "next_hop_rcpt", answer.to_client());
@@ -887,7 +974,7 @@ asio::awaitable<void> session::on_data() {
     co_return co_await refuse("data", "sequence", "503 5.5.1 Error: need MAIL command");
   if (envelope_.recipients.empty())
     co_return co_await refuse("data", "sequence", "554 5.5.1 Error: no valid recipients");
-  if (!relay_.connected() && !envelope_.discard) {
+  if (!relay_connected() && !envelope_.discard) {
     co_await refuse("data", "next_hop", "451 4.4.2 Next hop connection lost, try again later");
     reset_transaction();
     relay_mail_sent_ = false;
@@ -923,7 +1010,7 @@ asio::awaitable<void> session::on_data() {
       quit_ = true;
     }
     relay_mail_sent_ = false;
-    if (relay_.connected()) co_await relay_.quit();
+    if (relay_connected()) co_await relay_->quit();
     reset_transaction();
     co_return;
   }
@@ -967,7 +1054,7 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
         }
         if (snapshot_->cfg->content.scoring) e.add("score", score);
         e.add("reply", reply_text)
-            .add("next_hop", relay_.peer())
+            .add("next_hop", relay_ ? std::string_view(relay_->peer()) : std::string_view())
             .add("next_hop_reply", next_hop_reply)
             .emit();
         // The same decision, counted (a virus counts as a virus, not also as
@@ -1067,7 +1154,7 @@ asio::awaitable<void> session::relay_message(
                                           : std::string_view());
   if (rewritten) body = *rewritten;
   const auto started = clock::now();
-  auto answer = co_await relay_.data(prefix, body);
+  auto answer = co_await relay().data(prefix, body);
   relay_mail_sent_ = false;  // the next hop's transaction is over, whatever it said
   std::string text = answer.to_client();
   state_.observe().next_hop_data(clock::now() - started,
@@ -1090,19 +1177,9 @@ asio::awaitable<void> session::relay_message(
 void start_session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
                    std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state,
                    session_slot slot, bool allowlisted, std::optional<verdict> preset_refusal) {
-  auto executor = socket.get_executor();
-  auto s = std::make_shared<session>(std::move(socket), client, std::move(snapshot), state,
-                                     std::move(slot), allowlisted, std::move(preset_refusal));
-  asio::co_spawn(
-      executor, [s]() { return s->run(); },
-      [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          ops::log_message(ops::severity::error, "SESSION_ERROR", ex.what());
-        }
-      });
+  std::make_shared<session>(std::move(socket), client, std::move(snapshot), state, std::move(slot),
+                            allowlisted, std::move(preset_refusal))
+      ->start();
 }
 
 }  // namespace mxguard::guard
