@@ -115,11 +115,10 @@ asio::awaitable<smtp_reply> relay_client::read_reply(std::chrono::milliseconds t
   co_return std::move(*result);
 }
 
-asio::awaitable<smtp_reply> relay_client::command(std::string line,
-                                                  std::chrono::milliseconds timeout) {
+asio::awaitable<std::optional<smtp_reply>> relay_client::write(std::string lines,
+                                                               std::chrono::milliseconds timeout) {
   if (!stream_) co_return lost();
-  line.append("\r\n");
-  auto written = co_await within(timeout, stream_->write_all(line));
+  auto written = co_await within(timeout, stream_->write_all(lines));
   if (!written) {
     drop();
     co_return timed_out();
@@ -128,6 +127,13 @@ asio::awaitable<smtp_reply> relay_client::command(std::string line,
     drop();
     co_return lost();
   }
+  co_return std::nullopt;
+}
+
+asio::awaitable<smtp_reply> relay_client::command(std::string line,
+                                                  std::chrono::milliseconds timeout) {
+  line.append("\r\n");
+  if (auto failed = co_await write(std::move(line), timeout)) co_return std::move(*failed);
   co_return co_await read_reply(timeout);
 }
 
@@ -136,14 +142,15 @@ asio::awaitable<smtp_reply> relay_client::ehlo(const std::string& helo_name) {
   if (!stream_) co_return reply;
   if (reply.code >= 500) {
     reply = co_await command("HELO " + helo_name, timeouts_.command);
-    has_size_ = has_8bitmime_ = has_starttls_ = false;
+    has_size_ = has_8bitmime_ = has_pipelining_ = has_starttls_ = false;
     co_return reply;
   }
-  has_size_ = has_8bitmime_ = has_starttls_ = false;
+  has_size_ = has_8bitmime_ = has_pipelining_ = has_starttls_ = false;
   for (std::size_t i = 1; i < reply.lines.size(); ++i) {
     const auto& l = reply.lines[i];
     if (ieq_prefix(l, "SIZE")) has_size_ = true;
     if (ieq_prefix(l, "8BITMIME")) has_8bitmime_ = true;
+    if (ieq_prefix(l, "PIPELINING")) has_pipelining_ = true;
     if (ieq_prefix(l, "STARTTLS")) has_starttls_ = true;
   }
   co_return reply;
@@ -230,6 +237,7 @@ asio::awaitable<smtp_reply> relay_client::open(const route& r, std::string helo_
       peer_ = std::move(parked->peer);
       has_size_ = parked->has_size;
       has_8bitmime_ = parked->has_8bitmime;
+      has_pipelining_ = parked->has_pipelining;
       connected_at_ = parked->connected_at;
       route_ = &r;
       reused_ = unproven_ = true;
@@ -256,8 +264,8 @@ asio::awaitable<smtp_reply> relay_client::connect(const route& r, const std::str
   co_return last;
 }
 
-asio::awaitable<smtp_reply> relay_client::mail(std::string sender,
-                                               std::optional<std::uint64_t> size, bool body_8bit) {
+asio::awaitable<relay_client::envelope_replies> relay_client::begin(
+    std::string sender, std::optional<std::uint64_t> size, bool body_8bit, std::string recipient) {
   // Built from the connection's capabilities, which a new one may not share.
   auto mail_line = [&] {
     std::string line = "MAIL FROM:<" + sender + ">";
@@ -266,18 +274,46 @@ asio::awaitable<smtp_reply> relay_client::mail(std::string sender,
     return line;
   };
   const route* r = route_;
-  auto reply = co_await command(mail_line(), timeouts_.command);
+  auto replies = co_await mail_and_rcpt(mail_line(), "RCPT TO:<" + recipient + ">");
   if (unproven_ && !stream_ && r) {
     // The parked connection died in between (closed, reset, or a 421 as
     // the next hop timed it out just now): that says nothing about the
-    // next hop, so a new connection gets the command.
+    // next hop, so a new connection gets the commands.
     unproven_ = reused_ = false;
     auto opened = co_await connect(*r, helo_name_);
-    if (!stream_) co_return opened;
-    reply = co_await command(mail_line(), timeouts_.command);
+    if (!stream_) co_return envelope_replies{opened, opened};
+    replies = co_await mail_and_rcpt(mail_line(), "RCPT TO:<" + recipient + ">");
   }
   unproven_ = false;
-  co_return reply;
+  co_return replies;
+}
+
+asio::awaitable<relay_client::envelope_replies> relay_client::mail_and_rcpt(std::string mail,
+                                                                            std::string rcpt) {
+  envelope_replies out;
+  if (!has_pipelining_) {
+    out.mail = co_await command(std::move(mail), timeouts_.command);
+    out.rcpt = out.mail;
+    if (out.mail.positive()) out.rcpt = co_await command(std::move(rcpt), timeouts_.command);
+    co_return out;
+  }
+  // RFC 2920: one write, one round trip; the replies come in order. After
+  // a refused MAIL the RCPT's reply (a 503) is read all the same, to stay in
+  // step with the next hop.
+  mail += "\r\n";
+  mail += rcpt;
+  mail += "\r\n";
+  if (auto failed = co_await write(std::move(mail), timeouts_.command)) {
+    out.mail = out.rcpt = std::move(*failed);
+    co_return out;
+  }
+  out.mail = co_await read_reply(timeouts_.command);
+  if (!stream_) {
+    out.rcpt = out.mail;
+    co_return out;
+  }
+  out.rcpt = co_await read_reply(timeouts_.command);
+  co_return out;
 }
 
 asio::awaitable<smtp_reply> relay_client::rcpt(std::string recipient) {
@@ -322,7 +358,8 @@ asio::awaitable<void> relay_client::release() {
   // Left-over bytes would be taken for the next command's reply.
   if (!cache_.enabled() || !input_.empty()) co_return co_await quit();
   relay_pool::of(executor_).park(
-      pool_key_, {std::move(stream_), peer_, has_size_, has_8bitmime_, connected_at_}, cache_,
+      pool_key_,
+      {std::move(stream_), peer_, has_size_, has_8bitmime_, has_pipelining_, connected_at_}, cache_,
       executor_);
   drop();
 }

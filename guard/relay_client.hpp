@@ -64,10 +64,16 @@ class relay_client {
   // that answers with a 2xx banner and EHLO/HELO, upgraded to TLS when
   // offered. On failure a 451 reply.
   asio::awaitable<smtp_reply> open(const route& r, std::string helo_name);
-  // MAIL FROM. On a reused connection that turns out dead at this first
-  // command (the next hop closed it a moment ago), once more on a new one.
-  asio::awaitable<smtp_reply> mail(std::string sender, std::optional<std::uint64_t> size,
-                                   bool body_8bit);
+  // MAIL FROM and the first RCPT TO, in one round trip when the next hop
+  // offers PIPELINING. On a reused connection that turns out dead at this
+  // first command (the next hop closed it a moment ago), once more on a new
+  // one. `rcpt` means nothing unless `mail` is positive.
+  struct envelope_replies {
+    smtp_reply mail;
+    smtp_reply rcpt;
+  };
+  asio::awaitable<envelope_replies> begin(std::string sender, std::optional<std::uint64_t> size,
+                                          bool body_8bit, std::string recipient);
   asio::awaitable<smtp_reply> rcpt(std::string recipient);
   // DATA, then `prefix` (our Received header) and the dot-stuffed message.
   asio::awaitable<smtp_reply> data(std::string_view prefix, std::string_view message);
@@ -88,6 +94,10 @@ class relay_client {
 
  private:
   asio::awaitable<smtp_reply> command(std::string line, std::chrono::milliseconds timeout);
+  // Writes `lines` (each ending in CRLF); on failure the reply to give.
+  asio::awaitable<std::optional<smtp_reply>> write(std::string lines,
+                                                   std::chrono::milliseconds timeout);
+  asio::awaitable<envelope_replies> mail_and_rcpt(std::string mail, std::string rcpt);
   asio::awaitable<smtp_reply> read_reply(std::chrono::milliseconds timeout);
   asio::awaitable<smtp_reply> try_hop(const host_port& hop, const std::string& helo_name);
   asio::awaitable<smtp_reply> connect(const route& r, const std::string& helo_name);
@@ -109,6 +119,7 @@ class relay_client {
   bool unproven_ = false;  // reused, and no command has had a reply on it yet
   bool has_size_ = false;
   bool has_8bitmime_ = false;
+  bool has_pipelining_ = false;
   bool has_starttls_ = false;
 };
 

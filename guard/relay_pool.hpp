@@ -42,6 +42,7 @@ struct relay_connection {
   std::string peer;  // "ip:port"
   bool has_size = false;
   bool has_8bitmime = false;
+  bool has_pipelining = false;
   std::chrono::steady_clock::time_point connected_at;
 };
 

@@ -802,12 +802,20 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
         co_return co_await refuse("rcpt", "next_hop", opened.to_client());
       }
     }
-    auto mailed =
-        co_await relay_->mail(outbound_sender(rcpt), envelope_.declared_size, envelope_.body_8bit);
-    if (!mailed.positive()) co_return co_await refuse("rcpt", "next_hop_mail", mailed.to_client());
-    relay_mail_sent_ = true;
   }
-  auto answer = co_await relay().rcpt(rcpt.text());
+  // The first recipient goes with MAIL FROM (pipelined when the next hop
+  // allows), the others on their own.
+  smtp_reply answer;
+  if (!relay_mail_sent_) {
+    auto replies = co_await relay_->begin(outbound_sender(rcpt), envelope_.declared_size,
+                                          envelope_.body_8bit, rcpt.text());
+    if (!replies.mail.positive())
+      co_return co_await refuse("rcpt", "next_hop_mail", replies.mail.to_client());
+    relay_mail_sent_ = true;
+    answer = std::move(replies.rcpt);
+  } else {
+    answer = co_await relay().rcpt(rcpt.text());
+  }
   if (!answer.positive()) {
     ++refused_;
     co_await refuse("rcpt", answer.local ? "next_hop" : "next_hop_rcpt", answer.to_client());

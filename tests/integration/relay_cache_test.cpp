@@ -15,13 +15,19 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A next hop that drops its first connection when the second transaction
-// on it begins: the moment a cached connection is taken while the next hop
-// is closing it, which a real server shows only by chance of timing (this
-// is why it is a fake). Every other command gets its usual reply.
-class dropping_next_hop {
+// A scripted next hop for what a real server shows only by chance of
+// timing or not at all: with `drop_second_mail`, it drops its first
+// connection when the second transaction on it begins (a cached connection
+// taken while the next hop is closing it); MAIL FROM a sender holding
+// `refuse_sender` gets 550. It counts MAIL commands that came with their
+// RCPT in one segment (pipelined). Every other command gets its usual reply.
+class scripted_next_hop {
  public:
-  dropping_next_hop() {
+  struct script {
+    bool drop_second_mail = false;
+    std::string refuse_sender;
+  };
+  explicit scripted_next_hop(script s) : script_(std::move(s)) {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -30,11 +36,11 @@ class dropping_next_hop {
     if (::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
         ::listen(listener_, 16) != 0 ||
         ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &length) != 0)
-      throw std::runtime_error("dropping_next_hop: listen");
+      throw std::runtime_error("scripted_next_hop: listen");
     port_ = ntohs(a.sin_port);
     acceptor_ = std::thread([this] { accept_all(); });
   }
-  ~dropping_next_hop() {
+  ~scripted_next_hop() {
     ::shutdown(listener_, SHUT_RDWR);
     acceptor_.join();
     std::lock_guard lock(mutex_);
@@ -46,6 +52,7 @@ class dropping_next_hop {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int connections() const { return accepted_; }
   int messages() const { return messages_; }
+  int pipelined_mails() const { return pipelined_; }
 
  private:
   void accept_all() {
@@ -81,11 +88,15 @@ class dropping_next_hop {
       if (verb == "EHLO") {
         say("250-next-hop.test\r\n250 PIPELINING\r\n");
       } else if (verb == "MAIL") {
-        if (first && ++mails == 2) {
+        if (buffer.starts_with("RCPT ")) ++pipelined_;
+        if (script_.drop_second_mail && first && ++mails == 2) {
           ::shutdown(fd, SHUT_RDWR);  // gone without a word, as in a race with our MAIL
           return;
         }
-        say("250 2.1.0 Ok\r\n");
+        if (!script_.refuse_sender.empty() && line.find(script_.refuse_sender) != std::string::npos)
+          say("550 5.7.1 Sender refused\r\n");
+        else
+          say("250 2.1.0 Ok\r\n");
       } else if (verb == "DATA") {
         say("354 go ahead\r\n");
         while (next_line(line) && line != ".") {
@@ -101,10 +112,12 @@ class dropping_next_hop {
     }
   }
 
+  script script_;
   int listener_ = -1;
   int port_ = 0;
   std::atomic<int> accepted_{0};
   std::atomic<int> messages_{0};
+  std::atomic<int> pipelined_{0};
   std::mutex mutex_;
   std::vector<int> connections_;
   std::vector<std::thread> handlers_;
@@ -198,7 +211,7 @@ TEST(RelayCache, ConnectionTheNextHopDroppedIsNotUsed) {
 }
 
 TEST(RelayCache, ConnectionDroppedAtMailIsRetriedOnANewOne) {
-  dropping_next_hop next_hop;
+  scripted_next_hop next_hop({.drop_second_mail = true, .refuse_sender = ""});
   cached_relay t("connection_cache_time = \"30s\"\n", next_hop.address());
   EXPECT_EQ(t.deliver("first"), 250);
   // The parked connection looks alive, and dies under our MAIL: the client
@@ -207,6 +220,27 @@ TEST(RelayCache, ConnectionDroppedAtMailIsRetriedOnANewOne) {
   EXPECT_EQ(next_hop.messages(), 2);
   EXPECT_EQ(next_hop.connections(), 2);
   EXPECT_EQ(t.connections("reused"), 1);
+}
+
+// MAIL and the first RCPT go to a next hop offering PIPELINING in one write;
+// a MAIL it refuses still has its RCPT's reply read, so the dialogue stays
+// in step for the next transaction on that connection.
+TEST(RelayCache, MailAndFirstRcptPipelinedAndAMailRefusalKeepsStep) {
+  scripted_next_hop next_hop({.drop_second_mail = false, .refuse_sender = "refused@"});
+  cached_relay t("connection_cache_time = \"30s\"\n", next_hop.address());
+  smtp_client c;
+  ASSERT_TRUE(c.connect(t.mx->port()));
+  c.read_reply();
+  auto refused = c.start_transaction("refused@remote.example", "user@example.org");
+  EXPECT_EQ(refused.code, 550) << refused.text;
+  EXPECT_NE(refused.text.find("Sender refused"), std::string::npos) << refused.text;
+  EXPECT_EQ(c.command("RSET").code, 250);
+  ASSERT_EQ(c.start_transaction("fine@remote.example", "user@example.org").code, 250);
+  EXPECT_EQ(c.send_message(make_message("after a refusal", "x\r\n")).code, 250);
+  EXPECT_EQ(c.command("QUIT").code, 221);
+  EXPECT_EQ(next_hop.messages(), 1);
+  EXPECT_EQ(next_hop.connections(), 1);
+  EXPECT_EQ(next_hop.pipelined_mails(), 2);
 }
 
 TEST(RelayCache, SessionEndingInsideATransactionDoesNotParkIt) {
