@@ -8,6 +8,11 @@
 # statistics. Crashes, leaks, UB and slow inputs stop the campaign with the
 # input kept in <target>/artifacts.
 #
+# Do not pause the fuzzers (SIGSTOP) to free the machine: libFuzzer's
+# -timeout is wall time, and a unit paused for longer is reported as a slow
+# input. Send SIGINT to a fuzzer instead: its CPU time so far is kept and
+# the next call goes on from there.
+#
 # Usage: tests/fuzz/campaign.sh [cpu-seconds-per-target]     (default 3600)
 # Environment:
 #   CAMPAIGN_DIR  where corpora and totals live (default: <repo>/build-fuzz/campaign)
