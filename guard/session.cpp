@@ -259,7 +259,10 @@ asio::awaitable<bool> session::flush() {
 }
 
 asio::awaitable<std::optional<line_buffer::line>> session::next_command(bool may_idle) {
-  set_deadline(limits_.command_timeout);
+  // The whole line within command_timeout: back from an idle wait, the
+  // clock started by the call that began waiting runs on (else a client
+  // trickling a byte at a time would restart it with every byte).
+  if (!woken_) set_deadline(limits_.command_timeout);
   for (;;) {
     if (auto line = in_.next()) co_return line;
     if (!co_await flush()) co_return std::nullopt;

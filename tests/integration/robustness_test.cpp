@@ -137,6 +137,30 @@ TEST(Robustness, IdleClientTimedOut) {
   EXPECT_TRUE(c.closed_by_peer());
 }
 
+// Slowloris: a command trickled a byte at a time must arrive whole within
+// command_timeout; each byte does not start the clock again.
+TEST(Robustness, TrickledCommandTimedOutAsAWhole) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "command_timeout = \"1s\"\n"));
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  c.read_reply();
+  const std::string command = "EHLO trickle.test\r\n";  // 19 bytes, 250 ms apart: 4.75 s
+  auto start = std::chrono::steady_clock::now();
+  smtp_reply r;
+  for (char byte : command) {
+    c.send(std::string(1, byte));
+    r = c.read_reply(250ms);
+    if (r.code != 0) break;
+  }
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.code, 421) << r.text;
+  EXPECT_NE(r.text.find("4.4.2"), std::string::npos) << r.text;
+  EXPECT_LT(waited, 2500ms);
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
 TEST(Robustness, SlowDataTimedOutAndNothingRelayed) {
   temp_dir dir;
   smtp_sink sink(dir);
