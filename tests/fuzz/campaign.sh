@@ -54,14 +54,20 @@ run_target() {
   [[ -n $(ls -A "$dir/corpus") ]] || cp "$here/corpus/$t/"* "$dir/corpus/"
   local dict=()
   [[ -f $here/$t.dict ]] && dict=(-dict="$here/$t.dict")
+  local log
+  log=$dir/log.$(date +%s)
   (cd "$dir" && exec nice -n 19 "$build/tests/fuzz/$t" -timeout=10 -rss_limit_mb=2048 \
     -max_len=4096 -print_final_stats=1 "${dict[@]}" -artifact_prefix="$dir/artifacts/" \
-    corpus >"$dir/log.$(date +%s)" 2>&1) &
+    corpus >"$log" 2>&1) &
   pid=$!
   # the subshell exec()s nice, which exec()s the fuzzer: $pid is the fuzzer
-  local child=$pid
+  local child=$pid run_execs=0
   while kill -0 "$pid" 2>/dev/null; do
     spent=$(cpu_seconds_of "$child" 2>/dev/null || echo "$spent")
+    # Totals kept current, so a campaign killed outright loses little.
+    run_execs=$({ tail -c 4096 "$log" | grep -ao '^#[0-9]*' | tail -1 | tr -d '#'; } 2>/dev/null ||
+      true)
+    echo "$((used + spent)) $((execs + ${run_execs:-0}))" >"$dir/total"
     if ((used + spent >= budget)); then
       kill -INT "$child" 2>/dev/null || true
       break
@@ -69,11 +75,9 @@ run_target() {
     sleep 5
   done
   wait "$pid" || rc=$?
-  local log
-  log=$(ls -t "$dir"/log.* | head -1)
-  local run_execs
-  run_execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  echo "$((used + spent)) $((execs + ${run_execs:-0}))" >"$dir/total"
+  local final
+  final=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  echo "$((used + spent)) $((execs + ${final:-${run_execs:-0}}))" >"$dir/total"
   # 72 is libFuzzer's exit code for SIGINT, the budget reached
   if [[ $rc -ne 0 && $rc -ne 72 ]] || [[ -n $(ls -A "$dir/artifacts") ]]; then
     echo "$t: FAILED (exit $rc; see $log, inputs in $dir/artifacts)" >&2
