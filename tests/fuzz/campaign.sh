@@ -46,43 +46,75 @@ cpu_seconds_of() { # pid -> CPU seconds used so far (user + system)
   echo $(((fields[13] + fields[14]) / ticks))
 }
 
+# A "slow unit" or "timeout" found at nice 19 on a busy machine may be wall
+# time the fuzzer spent waiting for a CPU (or paused): such an input is run
+# again alone, at normal priority, and kept as a finding only if it is slow
+# there too; otherwise it goes to <target>/not-reproduced/ and fuzzing goes on.
+# Crashes, leaks and out-of-memory inputs always count.
+real_findings() { # target dir -> prints the artifacts that stand
+  local t=$1 dir=$2 f
+  for f in "$dir"/artifacts/*; do
+    [[ -e $f ]] || continue
+    case $(basename "$f") in
+      slow-unit-* | timeout-*)
+        if timeout 60 "$build/tests/fuzz/$t" -timeout=10 -rss_limit_mb=2048 "$f" \
+          >"$f.rerun" 2>&1; then
+          mkdir -p "$dir/not-reproduced"
+          mv "$f" "$f.rerun" "$dir/not-reproduced/"
+          continue
+        fi
+        ;;
+    esac
+    echo "$f"
+  done
+}
+
 run_target() {
-  local t=$1 dir=$campaign/$1 used execs pid spent=0 rc=0
-  read -r used execs < <(total_of "$t")
-  if ((used >= budget)); then return 0; fi
+  local t=$1 dir=$campaign/$1 used execs pid spent rc
   mkdir -p "$dir/corpus" "$dir/artifacts"
   [[ -n $(ls -A "$dir/corpus") ]] || cp "$here/corpus/$t/"* "$dir/corpus/"
   local dict=()
   [[ -f $here/$t.dict ]] && dict=(-dict="$here/$t.dict")
-  local log
-  log=$dir/log.$(date +%s)
-  (cd "$dir" && exec nice -n 19 "$build/tests/fuzz/$t" -timeout=10 -rss_limit_mb=2048 \
-    -max_len=4096 -print_final_stats=1 "${dict[@]}" -artifact_prefix="$dir/artifacts/" \
-    corpus >"$log" 2>&1) &
-  pid=$!
-  # the subshell exec()s nice, which exec()s the fuzzer: $pid is the fuzzer
-  local child=$pid run_execs=0
-  while kill -0 "$pid" 2>/dev/null; do
-    spent=$(cpu_seconds_of "$child" 2>/dev/null || echo "$spent")
-    # Totals kept current, so a campaign killed outright loses little.
-    run_execs=$({ tail -c 4096 "$log" | grep -ao '^#[0-9]*' | tail -1 | tr -d '#'; } 2>/dev/null ||
-      true)
-    echo "$((used + spent)) $((execs + ${run_execs:-0}))" >"$dir/total"
-    if ((used + spent >= budget)); then
-      kill -INT "$child" 2>/dev/null || true
-      break
+  for (( ; ; )); do
+    read -r used execs < <(total_of "$t")
+    if ((used >= budget)); then return 0; fi
+    spent=0 rc=0
+    local log
+    log=$dir/log.$(date +%s)
+    (cd "$dir" && exec nice -n 19 "$build/tests/fuzz/$t" -timeout=10 -report_slow_units=60 \
+      -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "${dict[@]}" \
+      -artifact_prefix="$dir/artifacts/" corpus >"$log" 2>&1) &
+    pid=$!
+    # the subshell exec()s nice, which exec()s the fuzzer: $pid is the fuzzer
+    local child=$pid run_execs=0
+    while kill -0 "$pid" 2>/dev/null; do
+      spent=$(cpu_seconds_of "$child" 2>/dev/null || echo "$spent")
+      # Totals kept current, so a campaign killed outright loses little.
+      run_execs=$({ tail -c 4096 "$log" | grep -ao '^#[0-9]*' | tail -1 | tr -d '#'; } 2>/dev/null ||
+        true)
+      echo "$((used + spent)) $((execs + ${run_execs:-0}))" >"$dir/total"
+      if ((used + spent >= budget)); then
+        kill -INT "$child" 2>/dev/null || true
+        break
+      fi
+      sleep 5
+    done
+    wait "$pid" || rc=$?
+    local final
+    final=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    echo "$((used + spent)) $((execs + ${final:-${run_execs:-0}}))" >"$dir/total"
+    if [[ -n $(real_findings "$t" "$dir") ]]; then
+      echo "$t: FAILED (exit $rc; see $log, inputs in $dir/artifacts)" >&2
+      return 1
     fi
-    sleep 5
+    # 72: SIGINT (the budget reached, or someone else's); 70 and 0 after a
+    # timeout or slow unit that did not reproduce: go on.
+    if [[ $rc -ne 0 && $rc -ne 72 && $rc -ne 70 ]]; then
+      echo "$t: FAILED (exit $rc; see $log)" >&2
+      return 1
+    fi
+    [[ $rc -eq 72 ]] && return 0
   done
-  wait "$pid" || rc=$?
-  local final
-  final=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  echo "$((used + spent)) $((execs + ${final:-${run_execs:-0}}))" >"$dir/total"
-  # 72 is libFuzzer's exit code for SIGINT, the budget reached
-  if [[ $rc -ne 0 && $rc -ne 72 ]] || [[ -n $(ls -A "$dir/artifacts") ]]; then
-    echo "$t: FAILED (exit $rc; see $log, inputs in $dir/artifacts)" >&2
-    return 1
-  fi
 }
 
 failed=0
