@@ -246,9 +246,12 @@ TEST(RedisTls, TlsOnlyRedisWithPasswordThroughALocalTunnel) {
 TEST(RedisCluster, EveryScriptKeepsItsKeysInOneSlot) {
   temp_dir dir;
   const int port = free_port();
-  redis_server redis(dir, "", port,
-                     {"--cluster-enabled", "yes", "--cluster-config-file",
-                      (dir / ("nodes-" + std::to_string(port) + ".conf")).string()});
+  // The cluster bus defaults to port + 10000, which can be anything in the
+  // ephemeral range (a clean-clone CI run failed so): a free port of its own.
+  redis_server redis(
+      dir, "", port,
+      {"--cluster-enabled", "yes", "--cluster-port", std::to_string(free_port()),
+       "--cluster-config-file", (dir / ("nodes-" + std::to_string(port) + ".conf")).string()});
   redis.cli("CLUSTER ADDSLOTSRANGE 0 16383");
   for (int i = 0; i < 50 && redis.cli("CLUSTER INFO").find("cluster_state:ok") == std::string::npos;
        ++i)
