@@ -194,8 +194,32 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, daemon_state& state) 
 
 }  // namespace
 
+namespace {
+
+// SO_REUSEPORT lets any process of the same user bind a port already in use
+// and take a share of its connections: a second mxguard started by mistake
+// would serve half the clients, with its own configuration, silently. A
+// bind without it first fails while anyone listens there.
+void refuse_if_in_use(const tcp::endpoint& endpoint, const std::string& text) {
+  asio::io_context probe_io;
+  tcp::acceptor probe(probe_io);
+  boost::system::error_code ec;
+  probe.open(endpoint.protocol(), ec);
+  if (!ec) probe.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec && endpoint.address().is_v6()) probe.set_option(asio::ip::v6_only(true), ec);
+  if (!ec) probe.bind(endpoint, ec);
+  if (ec == asio::error::address_in_use)
+    throw std::system_error(ec, "listen " + text + " (another process listens there)");
+}
+
+}  // namespace
+
 void server::start(unsigned workers) {
   auto snapshot = state_.current();
+  for (const auto& text : snapshot->cfg->values.server.listen) {
+    auto hp = parse_host_port(text);
+    refuse_if_in_use(tcp::endpoint(asio::ip::make_address(hp->host), hp->port), text);
+  }
   for (unsigned i = 0; i < workers; ++i) {
     auto w = std::make_unique<worker>();
     for (const auto& text : snapshot->cfg->values.server.listen) {

@@ -161,6 +161,20 @@ TEST(Robustness, TrickledCommandTimedOutAsAWhole) {
   EXPECT_TRUE(c.closed_by_peer());
 }
 
+// SO_REUSEPORT would let a second instance share the port silently.
+TEST(Robustness, SecondInstanceOnTheSamePortRefusesToStart) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address())));
+  child second({MXGUARD_BINARY, "--config", mx.config_path().string()}, dir / "second.log");
+  EXPECT_EQ(second.wait_exit(10s).value_or(-1), 1);
+  auto said = read_file(dir / "second.log");
+  EXPECT_NE(said.find("another process listens there"), std::string::npos) << said;
+  smtp_client c;  // the first one still serves
+  ASSERT_TRUE(c.connect(mx.port()));
+  EXPECT_EQ(c.read_reply().code, 220);
+}
+
 TEST(Robustness, SlowDataTimedOutAndNothingRelayed) {
   temp_dir dir;
   smtp_sink sink(dir);
