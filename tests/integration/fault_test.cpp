@@ -272,10 +272,17 @@ TEST(Fault, SentinelFailoverIsFollowedToTheNewPrimary) {
   switching.start();
   ASSERT_TRUE(switching.wait_done(20, 20s));
   const auto asked = std::chrono::steady_clock::now();
-  // (-BUSY/-NOGOODSLAVE while the sentinels still settle: ask again.)
+  // Asked again when refused (-BUSY/-NOGOODSLAVE while the sentinels still
+  // settle) and when a failover the sentinels accepted does not happen: they
+  // abort one whose replica they do not yet judge good enough (seen once
+  // under the sanitizer run's load, the switch never came in 30 s).
   ASSERT_TRUE(eventually(
-      [&] { return sentinels[0]->cli("SENTINEL FAILOVER mymaster").starts_with("OK"); }, 20s));
-  ASSERT_TRUE(eventually([&] { return sentinels[2]->primary_port() == primary.port(); }, 30s));
+      [&] {
+        if (sentinels[2]->primary_port() == primary.port()) return true;
+        if (!sentinels[0]->cli("SENTINEL FAILOVER mymaster").starts_with("OK")) return false;
+        return eventually([&] { return sentinels[2]->primary_port() == primary.port(); }, 15s);
+      },
+      60s));
   const auto switched = since(asked);
   // (Followed with or without a failure: "state=up primary=..." or "primary=... previous=...".)
   const std::string back = "primary=127.0.0.1:" + std::to_string(primary.port());
