@@ -202,8 +202,12 @@ void session::arm_watchdog() {
   watchdog_.async_wait([self = shared_from_this()](error_code) {
     if (self->finished_) return;
     if (clock::now() >= self->deadline_) {
+      // cancel() stops only an operation pending in the reactor; between
+      // two (a phase ending, a read completing) there is none. expired_ is
+      // checked before every wait, and the cancel is repeated until the
+      // session has ended.
       self->expired_ = true;
-      self->deadline_ = clock::time_point::max();
+      self->deadline_ = clock::now() + std::chrono::milliseconds(200);
       self->stream_.cancel();
     }
     self->arm_watchdog();
@@ -265,6 +269,7 @@ asio::awaitable<std::optional<line_buffer::line>> session::next_command(bool may
   if (!woken_) set_deadline(limits_.command_timeout);
   for (;;) {
     if (auto line = in_.next()) co_return line;
+    if (expired_) co_return std::nullopt;
     if (!co_await flush()) co_return std::nullopt;
     // Hold no input buffer while the client is silent.
     in_.release_if_empty();
@@ -958,7 +963,7 @@ asio::awaitable<void> session::receive_message(data_reader& reader, bool& budget
     return used;
   };
   in_.consume(feed(in_.pending()));
-  while (!reader.done()) {
+  while (!reader.done() && !expired_) {
     std::size_t room;
     char* area = in_.write_area(room);
     auto [ec, n] = co_await stream_.read_some(asio::buffer(area, room));
