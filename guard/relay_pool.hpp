@@ -64,8 +64,6 @@ class relay_pool final : public asio::execution_context::service {
   void park(std::string key, relay_connection c, const relay_cache_settings& settings,
             const asio::any_io_executor& executor);
 
-  std::size_t idle() const { return idle_.size(); }
-
  private:
   struct parked {
     std::string key;
