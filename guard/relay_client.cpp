@@ -68,9 +68,10 @@ void relay_client::drop() {
   route_ = nullptr;
 }
 
-asio::awaitable<smtp_reply> relay_client::read_reply(std::chrono::milliseconds timeout) {
+asio::awaitable<smtp_reply> relay_client::read_reply(std::chrono::milliseconds timeout,
+                                                     bool intermediate) {
   smtp_reply reply;
-  auto read_all = [this, &reply]() -> asio::awaitable<smtp_reply> {
+  auto read_all = [this, &reply, intermediate]() -> asio::awaitable<smtp_reply> {
     for (;;) {
       while (auto line = input_.next()) {
         auto text = line->text;
@@ -85,7 +86,8 @@ asio::awaitable<smtp_reply> relay_client::read_reply(std::chrono::milliseconds t
         reply.code = code;
         reply.lines.emplace_back(text.size() > 4 ? text.substr(4) : std::string_view());
         if (text.size() == 3 || text[3] == ' ') {
-          if (code < 200 || code > 599) co_return garbled();
+          if (code < 200 || code > 599 || (code < 400 && code >= 300 && !intermediate))
+            co_return garbled();
           co_return reply;
         }
         if (reply.lines.size() > max_reply_lines) co_return garbled();
@@ -131,10 +133,11 @@ asio::awaitable<std::optional<smtp_reply>> relay_client::write(std::string lines
 }
 
 asio::awaitable<smtp_reply> relay_client::command(std::string line,
-                                                  std::chrono::milliseconds timeout) {
+                                                  std::chrono::milliseconds timeout,
+                                                  bool intermediate) {
   line.append("\r\n");
   if (auto failed = co_await write(std::move(line), timeout)) co_return std::move(*failed);
-  co_return co_await read_reply(timeout);
+  co_return co_await read_reply(timeout, intermediate);
 }
 
 asio::awaitable<smtp_reply> relay_client::ehlo(const std::string& helo_name) {
@@ -191,6 +194,12 @@ asio::awaitable<smtp_reply> relay_client::try_hop(const host_port& hop,
   }
   if (has_starttls_ && tls_context_) {
     auto start = co_await command("STARTTLS", timeouts_.command);
+    if (start.code == 220 && !input_.empty()) {
+      // Bytes after the 220 would be read as a reply inside TLS (the
+      // STARTTLS injection of CVE-2011-0411, from the server's side).
+      drop();
+      co_return unreachable();
+    }
     if (start.code == 220) {
       auto handshake = co_await within(timeouts_.tls_handshake,
                                        stream_->handshake_client(*tls_context_, hop.host));
@@ -321,8 +330,20 @@ asio::awaitable<smtp_reply> relay_client::rcpt(std::string recipient) {
 }
 
 asio::awaitable<smtp_reply> relay_client::data(std::string_view prefix, std::string_view message) {
-  auto go = co_await command("DATA", timeouts_.command);
-  if (go.code != 354) co_return go;
+  auto go = co_await command("DATA", timeouts_.command, true);
+  if (go.code != 354) {
+    // Only 354 lets the body follow: any other success would tell our
+    // client a message was taken that was never sent.
+    if (go.code < 400) {
+      drop();
+      co_return garbled();
+    }
+    // A refused DATA leaves the next hop's transaction open (RFC 5321
+    // 4.1.1.4 ends it only with the message): closed here, or the
+    // connection's next MAIL is a nested one.
+    co_await abandon();
+    co_return go;
+  }
   auto send_all = [&]() -> asio::awaitable<error_code> {
     if (auto ec = co_await stream_->write_all(prefix)) co_return ec;
     dot_stuffer stuffer(message);
@@ -345,6 +366,12 @@ asio::awaitable<smtp_reply> relay_client::data(std::string_view prefix, std::str
 
 asio::awaitable<smtp_reply> relay_client::rset() {
   co_return co_await command("RSET", timeouts_.command);
+}
+
+asio::awaitable<void> relay_client::abandon() {
+  if (!stream_) co_return;
+  auto reset = co_await rset();
+  if (!reset.positive() && stream_) co_await quit();
 }
 
 asio::awaitable<void> relay_client::quit() {

@@ -32,7 +32,9 @@ struct smtp_reply {
   std::vector<std::string> lines;  // text after the code and separator
   bool local = false;              // made up by us (connection trouble), not said by the next hop
 
-  bool positive() const { return code >= 200 && code < 400; }
+  // 2xx: the only success for the commands we send (DATA's 354 is checked
+  // by itself).
+  bool positive() const { return code >= 200 && code < 300; }
   bool transient() const { return code >= 400 && code < 500; }
   // The reply for our client: same code, each line's text made printable ASCII.
   std::string to_client() const;
@@ -78,6 +80,9 @@ class relay_client {
   // DATA, then `prefix` (our Received header) and the dot-stuffed message.
   asio::awaitable<smtp_reply> data(std::string_view prefix, std::string_view message);
   asio::awaitable<smtp_reply> rset();
+  // Ends the next hop's transaction so the connection is in step for the
+  // next one: RSET, or QUIT when the next hop will not reset.
+  asio::awaitable<void> abandon();
   // Polite QUIT with a short deadline, then close.
   asio::awaitable<void> quit();
   // Done with the connection between transactions: parked for the next
@@ -93,12 +98,16 @@ class relay_client {
   bool tls() const { return stream_ && stream_->is_tls(); }
 
  private:
-  asio::awaitable<smtp_reply> command(std::string line, std::chrono::milliseconds timeout);
+  // `intermediate`: a 3xx reply is what the command may get (DATA); for
+  // every other command one is garbage.
+  asio::awaitable<smtp_reply> command(std::string line, std::chrono::milliseconds timeout,
+                                      bool intermediate = false);
   // Writes `lines` (each ending in CRLF); on failure the reply to give.
   asio::awaitable<std::optional<smtp_reply>> write(std::string lines,
                                                    std::chrono::milliseconds timeout);
   asio::awaitable<envelope_replies> mail_and_rcpt(std::string mail, std::string rcpt);
-  asio::awaitable<smtp_reply> read_reply(std::chrono::milliseconds timeout);
+  asio::awaitable<smtp_reply> read_reply(std::chrono::milliseconds timeout,
+                                         bool intermediate = false);
   asio::awaitable<smtp_reply> try_hop(const host_port& hop, const std::string& helo_name);
   asio::awaitable<smtp_reply> connect(const route& r, const std::string& helo_name);
   asio::awaitable<smtp_reply> ehlo(const std::string& helo_name);

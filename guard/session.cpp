@@ -637,11 +637,7 @@ relay_client& session::relay() {
 }
 
 asio::awaitable<void> session::abandon_relay_transaction() {
-  if (relay_mail_sent_ && relay_connected()) {
-    auto r = co_await relay_->rset();
-    // A next hop that will not reset is not reused.
-    if (!r.positive() && relay_connected()) co_await relay_->quit();
-  }
+  if (relay_mail_sent_ && relay_connected()) co_await relay_->abandon();
   relay_mail_sent_ = false;
 }
 
@@ -762,7 +758,14 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
   if ((!local && !facts_.trusted) || !r)
     co_return co_await refuse("rcpt", "relay", "554 5.7.1 Relay access denied");
   // Routes with the same next hops are one destination; only a different
-  // destination needs a transaction of its own.
+  // destination needs a transaction of its own. Until the next hop has
+  // accepted a recipient, its transaction (a MAIL, maybe refused recipients)
+  // can start over, elsewhere or on a new connection, unseen by the client.
+  if (relay_mail_sent_ && envelope_.recipients.empty() &&
+      (!relay_connected() || !route_ || r->next_hops != route_->next_hops)) {
+    co_await abandon_relay_transaction();
+    route_ = nullptr;
+  }
   if (route_ && r != route_ && r->next_hops != route_->next_hops)
     co_return co_await refuse(
         "rcpt", "route_split",
@@ -820,6 +823,7 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     if (!replies.mail.positive())
       co_return co_await refuse("rcpt", "next_hop_mail", replies.mail.to_client());
     relay_mail_sent_ = true;
+    route_ = r;  // the next hop's transaction is this route's, whatever it says to the RCPT
     answer = std::move(replies.rcpt);
   } else {
     answer = co_await relay().rcpt(rcpt.text());
@@ -830,7 +834,6 @@ asio::awaitable<void> session::on_rcpt(const command& cmd) {
     if (answer.code >= 500) co_await count_refused_recipient();
     co_return;
   }
-  route_ = r;
   envelope_.recipients.push_back(std::move(rcpt));
   reply(answer.to_client());
 }

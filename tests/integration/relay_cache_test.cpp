@@ -19,13 +19,18 @@ using namespace std::chrono_literals;
 // timing or not at all: with `drop_second_mail`, it drops its first
 // connection when the second transaction on it begins (a cached connection
 // taken while the next hop is closing it); MAIL FROM a sender holding
-// `refuse_sender` gets 550. It counts MAIL commands that came with their
-// RCPT in one segment (pipelined). Every other command gets its usual reply.
+// `refuse_sender` gets 550; a non-empty `data_reply` answers DATA instead of
+// 354 (a refusal leaves the transaction open, as RFC 5321 has it). It keeps
+// the transaction state a real server keeps: MAIL inside a transaction gets
+// Postfix's 503 (counted as nested). It counts MAIL commands that came with
+// their RCPT in one segment (pipelined). Every other command gets its usual
+// reply.
 class scripted_next_hop {
  public:
   struct script {
     bool drop_second_mail = false;
     std::string refuse_sender;
+    std::string data_reply;
   };
   explicit scripted_next_hop(script s) : script_(std::move(s)) {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -53,6 +58,7 @@ class scripted_next_hop {
   int connections() const { return accepted_; }
   int messages() const { return messages_; }
   int pipelined_mails() const { return pipelined_; }
+  int nested_mails() const { return nested_; }
 
  private:
   void accept_all() {
@@ -83,9 +89,11 @@ class scripted_next_hop {
     };
     say("220 next-hop.test ESMTP\r\n");
     int mails = 0;
+    bool in_transaction = false;
     for (std::string line; next_line(line);) {
       auto verb = line.substr(0, 4);
       if (verb == "EHLO") {
+        in_transaction = false;
         say("250-next-hop.test\r\n250 PIPELINING\r\n");
       } else if (verb == "MAIL") {
         if (buffer.starts_with("RCPT ")) ++pipelined_;
@@ -93,20 +101,30 @@ class scripted_next_hop {
           ::shutdown(fd, SHUT_RDWR);  // gone without a word, as in a race with our MAIL
           return;
         }
-        if (!script_.refuse_sender.empty() && line.find(script_.refuse_sender) != std::string::npos)
+        if (in_transaction) {
+          ++nested_;
+          say("503 5.5.1 Error: nested MAIL command\r\n");
+        } else if (!script_.refuse_sender.empty() &&
+                   line.find(script_.refuse_sender) != std::string::npos) {
           say("550 5.7.1 Sender refused\r\n");
-        else
+        } else {
+          in_transaction = true;
           say("250 2.1.0 Ok\r\n");
+        }
+      } else if (verb == "DATA" && !script_.data_reply.empty()) {
+        say(script_.data_reply + "\r\n");
       } else if (verb == "DATA") {
         say("354 go ahead\r\n");
         while (next_line(line) && line != ".") {
         }
         ++messages_;
+        in_transaction = false;
         say("250 2.0.0 queued\r\n");
       } else if (verb == "QUIT") {
         say("221 2.0.0 Bye\r\n");
         return;
       } else {
+        if (verb == "RSET") in_transaction = false;
         say("250 2.0.0 Ok\r\n");  // RCPT, RSET, NOOP
       }
     }
@@ -118,6 +136,7 @@ class scripted_next_hop {
   std::atomic<int> accepted_{0};
   std::atomic<int> messages_{0};
   std::atomic<int> pipelined_{0};
+  std::atomic<int> nested_{0};
   std::mutex mutex_;
   std::vector<int> connections_;
   std::vector<std::thread> handlers_;
@@ -211,7 +230,7 @@ TEST(RelayCache, ConnectionTheNextHopDroppedIsNotUsed) {
 }
 
 TEST(RelayCache, ConnectionDroppedAtMailIsRetriedOnANewOne) {
-  scripted_next_hop next_hop({.drop_second_mail = true, .refuse_sender = ""});
+  scripted_next_hop next_hop({.drop_second_mail = true, .refuse_sender = "", .data_reply = ""});
   cached_relay t("connection_cache_time = \"30s\"\n", next_hop.address());
   EXPECT_EQ(t.deliver("first"), 250);
   // The parked connection looks alive, and dies under our MAIL: the client
@@ -226,7 +245,8 @@ TEST(RelayCache, ConnectionDroppedAtMailIsRetriedOnANewOne) {
 // a MAIL it refuses still has its RCPT's reply read, so the dialogue stays
 // in step for the next transaction on that connection.
 TEST(RelayCache, MailAndFirstRcptPipelinedAndAMailRefusalKeepsStep) {
-  scripted_next_hop next_hop({.drop_second_mail = false, .refuse_sender = "refused@"});
+  scripted_next_hop next_hop(
+      {.drop_second_mail = false, .refuse_sender = "refused@", .data_reply = ""});
   cached_relay t("connection_cache_time = \"30s\"\n", next_hop.address());
   smtp_client c;
   ASSERT_TRUE(c.connect(t.mx->port()));
@@ -241,6 +261,51 @@ TEST(RelayCache, MailAndFirstRcptPipelinedAndAMailRefusalKeepsStep) {
   EXPECT_EQ(next_hop.messages(), 1);
   EXPECT_EQ(next_hop.connections(), 1);
   EXPECT_EQ(next_hop.pipelined_mails(), 2);
+}
+
+// A refused DATA leaves the next hop's transaction open: it is reset before
+// the connection serves again, in the same session or, parked, in the next.
+TEST(RelayCache, RefusedDataEndsTheNextHopsTransaction) {
+  scripted_next_hop next_hop(
+      {.drop_second_mail = false, .refuse_sender = "", .data_reply = "554 5.7.1 Not today"});
+  cached_relay t("connection_cache_time = \"30s\"\n", next_hop.address());
+  smtp_client c;
+  ASSERT_TRUE(c.connect(t.mx->port()));
+  c.read_reply();
+  ASSERT_EQ(c.start_transaction("a@remote.example", "user@example.org").code, 250);
+  auto refused = c.send_message(make_message("refused", "x\r\n"));
+  EXPECT_EQ(refused.code, 554) << refused.text;
+  EXPECT_NE(refused.text.find("Not today"), std::string::npos) << refused.text;
+  EXPECT_EQ(c.command("MAIL FROM:<a@remote.example>").code, 250);
+  auto again = c.command("RCPT TO:<user@example.org>");
+  EXPECT_EQ(again.code, 250) << again.text;
+  EXPECT_EQ(c.send_message(make_message("refused again", "x\r\n")).code, 554);
+  EXPECT_EQ(c.command("QUIT").code, 221);
+  EXPECT_EQ(t.deliver("next session"), 554);
+  EXPECT_EQ(next_hop.nested_mails(), 0);
+  EXPECT_EQ(next_hop.connections(), 1);
+  EXPECT_EQ(t.connections("reused"), 1);
+}
+
+// RFC 5321 allows only 354 to DATA before the body: a next hop saying 250
+// there has not taken the message, and the client must not hear success.
+TEST(RelayCache, DataAnsweredWithSuccessIsAProtocolError) {
+  scripted_next_hop next_hop(
+      {.drop_second_mail = false, .refuse_sender = "", .data_reply = "250 2.0.0 Ok"});
+  cached_relay t("connection_cache_time = \"30s\"\n", next_hop.address());
+  smtp_client c;
+  ASSERT_TRUE(c.connect(t.mx->port()));
+  c.read_reply();
+  ASSERT_EQ(c.start_transaction("a@remote.example", "user@example.org").code, 250);
+  auto r = c.send_message(make_message("never sent", "x\r\n"));
+  EXPECT_EQ(r.code, 451) << r.text;
+  EXPECT_NE(r.text.find("4.5.0"), std::string::npos) << r.text;
+  EXPECT_EQ(c.command("QUIT").code, 221);
+  EXPECT_EQ(next_hop.messages(), 0);
+  // That connection is out of step: not parked, not reused.
+  EXPECT_EQ(t.deliver("next"), 451);
+  EXPECT_EQ(next_hop.connections(), 2);
+  EXPECT_EQ(t.connections("reused"), 0);
 }
 
 TEST(RelayCache, SessionEndingInsideATransactionDoesNotParkIt) {

@@ -140,13 +140,18 @@ TEST(Relay, NextHopDisconnectingAtDataGivesTemporaryFailure) {
   EXPECT_EQ(c.command("RSET").code, 250);
 }
 
+// example.org to `first`, other.example.org to `second`.
+std::string two_routes(const smtp_sink& first, const smtp_sink& second) {
+  return base_config(quoted(first.address()), "",
+                     "\n[[route]]\ndomain = \"other.example.org\"\nnext_hops = [" +
+                         quoted(second.address()) + "]\n");
+}
+
 TEST(Relay, RecipientsForAnotherRouteAreSplit) {
   temp_dir dir;
   smtp_sink first(dir, {}, "first");
   smtp_sink second(dir, {}, "second");
-  guard mx(dir, base_config(quoted(first.address()), "",
-                            "\n[[route]]\ndomain = \"other.example.org\"\nnext_hops = [" +
-                                quoted(second.address()) + "]\n"));
+  guard mx(dir, two_routes(first, second));
   smtp_client c;
   ASSERT_TRUE(c.connect(mx.port()));
   c.read_reply();
@@ -163,6 +168,25 @@ TEST(Relay, RecipientsForAnotherRouteAreSplit) {
   EXPECT_TRUE(second.wait_messages(1));
   EXPECT_EQ(first.messages().size(), 1u);
   EXPECT_EQ(second.messages().size(), 1u);
+}
+
+// All recipients refused so far: the next hop's open transaction binds
+// nothing, and a recipient of another route goes to that route's next hop,
+// not to the one that refused the others.
+TEST(Relay, AfterRefusedRecipientsAnotherRouteGetsItsOwnNextHop) {
+  temp_dir dir;
+  smtp_sink first(dir, {"-f", "RCPT", "-B", "550 5.1.1 User unknown"}, "first");
+  smtp_sink second(dir, {}, "second");
+  guard mx(dir, two_routes(first, second));
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  c.read_reply();
+  ASSERT_EQ(c.start_transaction("a@remote.example", "nobody@example.org").code, 550);
+  auto other = c.command("RCPT TO:<user@other.example.org>");
+  EXPECT_EQ(other.code, 250) << other.text;
+  EXPECT_EQ(c.send_message(make_message("to the second", "2\r\n")).code, 250);
+  EXPECT_TRUE(second.wait_messages(1));
+  EXPECT_EQ(first.messages().size(), 0u);
 }
 
 TEST(Relay, SeveralTransactionsOnOneConnection) {
