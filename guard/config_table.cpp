@@ -189,16 +189,22 @@ const setting_spec table[] = {
      "Queue full or `timeout` passed: `tempfail` (`451 4.7.0`) or `pass` (with "
      "`X-Virus-Status: Unscanned`).",
      MXG_FIELD(scan, overload_action)},
-    {"scan", "max_file_size", value_kind::size, "26214400", 1024, 1ll << 32,
-     "Largest file (or archive member) scanned.", MXG_FIELD(scan, max_file_size)},
+    // The message itself is the outermost file: at the same size as
+    // max_message_size, a message padded to the limit would pass unscanned.
+    {"scan", "max_file_size", value_kind::size, "31457280", 1024, 1ll << 32,
+     "Largest file (or archive member) scanned. The message itself is one: keep it above "
+     "`server.max_message_size`, or a message near that size goes to `limits_action`.",
+     MXG_FIELD(scan, max_file_size)},
     {"scan", "max_scan_size", value_kind::size, "104857600", 1024, 1ll << 34,
      "Most bytes scanned per message, archives unpacked.", MXG_FIELD(scan, max_scan_size)},
     {"scan", "max_recursion", value_kind::integer, "16", 1, 100,
      "Deepest nesting of archives and MIME parts.", MXG_FIELD(scan, max_recursion)},
     {"scan", "max_files", value_kind::integer, "10000", 1, 1000000,
      "Most archive members per message.", MXG_FIELD(scan, max_files)},
-    {"scan", "max_scan_time", value_kind::duration, R"("2m")", second, hour,
-     "libclamav's own limit on one scan.", MXG_FIELD(scan, max_scan_time)},
+    {"scan", "max_scan_time", value_kind::duration, R"("30s")", second, hour,
+     "libclamav's own limit on one scan. Longer than `scan.timeout` is work no session waits "
+     "for, holding a scan thread.",
+     MXG_FIELD(scan, max_scan_time)},
     {"scan", "temp_file_above", value_kind::size, "33554432", 0, 1ll << 40,
      "Larger messages are scanned from an unlinked temporary file, smaller ones from memory.",
      MXG_FIELD(scan, temp_file_above)},

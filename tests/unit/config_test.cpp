@@ -27,6 +27,17 @@ domain = "example.org"
 next_hops = ["192.0.2.25:25"]
 )";
 
+// The defaults fit together: a message of the largest size is scanned whole
+// (it is libclamav's outermost file, with our Received header on top), and
+// libclamav gives up on a scan no later than the session stops waiting.
+TEST(config, default_scan_limits_cover_what_sessions_accept) {
+  auto cfg = parse("");
+  const auto& s = cfg->values;
+  EXPECT_GT(s.scan.max_file_size, s.server.max_message_size + 65536);
+  EXPECT_GE(s.scan.max_scan_size, s.scan.max_file_size);
+  EXPECT_LE(s.scan.max_scan_time, s.scan.timeout);
+}
+
 TEST(config, defaults_applied) {
   auto cfg = parse("");
   const auto& s = cfg->values;
