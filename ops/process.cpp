@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -181,8 +183,22 @@ process_result run_program(const std::vector<std::string>& argv, std::string_vie
   close_fd(out.r);
   close_fd(err.r);
 
+  // A child that closed its output (`exec >log 2>&1`) can still hang: the
+  // deadline holds for its exit too.
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  for (auto pause = std::chrono::milliseconds(1);;) {
+    const pid_t done = ::waitpid(pid, &status, res.timed_out ? 0 : WNOHANG);
+    if (done == pid) break;
+    if (done < 0 && errno != EINTR) return res;
+    if (done == 0 && std::chrono::steady_clock::now() >= deadline) {
+      res.timed_out = true;
+      ::kill(pid, SIGKILL);
+      continue;
+    }
+    if (done == 0) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
   }
   if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) res.signal = WTERMSIG(status);

@@ -570,6 +570,20 @@ TEST(firewall_process, timeout_kills_by_pid) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
 }
 
+// An exec hook that sends its output elsewhere and hangs: the pipes end at
+// once, the timeout must still hold for the exit.
+TEST(firewall_process, timeout_holds_after_the_child_closed_its_output) {
+  const auto start = std::chrono::steady_clock::now();
+  auto r = run_program({"/bin/sh", "-c", "exec >/dev/null 2>&1; exec /bin/sleep 30"}, {}, 300ms);
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_EQ(r.signal, SIGKILL);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  // A quick child is not kept waiting by the polling.
+  const auto quick = std::chrono::steady_clock::now();
+  EXPECT_TRUE(run_program({"/bin/sh", "-c", "exec >/dev/null; exit 0"}, {}, 5s).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - quick, 1s);
+}
+
 TEST(firewall_process, refuses_relative_paths_and_survives_a_closed_stdin) {
   EXPECT_FALSE(run_program({"sh", "-c", "true"}, {}, 1s).spawn_error.empty());
   EXPECT_FALSE(run_program({"/nonexistent/program"}, {}, 1s).ok());
