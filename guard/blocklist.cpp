@@ -220,6 +220,18 @@ asio::awaitable<void> blocklist::count(std::string name, asio::ip::address clien
       if (decision.failed || decision.result.allowed) continue;
     }
     if (find(client)) co_return;  // blocked meanwhile (by this or another event)
+    if (size() >= policy->max_entries) {
+      auto_blocks_skipped_.fetch_add(1, std::memory_order_relaxed);
+      if (!full_logged_)
+        ops::event("BLOCKLIST_FULL")
+            .add("entries", size())
+            .add("max_entries", policy->max_entries)
+            .add("skipped", prefix)
+            .emit();
+      full_logged_ = true;
+      co_return;
+    }
+    full_logged_ = false;
     std::int64_t offences = 1;
     {
       std::lock_guard lock(offences_mutex_);

@@ -44,6 +44,7 @@ struct blocklist_policy {
   std::chrono::milliseconds ban_time{3600000};
   std::chrono::milliseconds max_ban_time{30ll * 24 * 3600 * 1000};
   unsigned ipv6_prefix = 64;
+  std::size_t max_entries = 50000;  // auto-block stops adding at this size
 };
 
 class blocklist {
@@ -82,6 +83,10 @@ class blocklist {
   void set_policy(std::shared_ptr<const blocklist_policy> policy);
 
   std::uint64_t auto_blocks() const { return auto_blocks_.load(std::memory_order_relaxed); }
+  // Auto-blocks not made because the list was at blocklist.max_entries.
+  std::uint64_t auto_blocks_skipped() const {
+    return auto_blocks_skipped_.load(std::memory_order_relaxed);
+  }
   std::int64_t version() const { return version_.load(std::memory_order_relaxed); }
 
  private:
@@ -106,6 +111,8 @@ class blocklist {
   std::unordered_map<std::string, std::int64_t>
       offences_;  // prefix → times blocked (this instance)
   std::atomic<std::uint64_t> auto_blocks_{0};
+  std::atomic<std::uint64_t> auto_blocks_skipped_{0};
+  bool full_logged_ = false;  // control thread only
 };
 
 // A block_record as the feeders want it; nullopt for a prefix that does not parse.

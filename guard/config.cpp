@@ -620,6 +620,7 @@ void compile(config& cfg, const toml::table& root) {
     }
     policy->ban_time = b.ban_time;
     policy->max_ban_time = std::max(b.ban_time, b.max_ban_time);
+    policy->max_entries = static_cast<std::size_t>(b.max_entries);
     policy->ipv6_prefix = static_cast<unsigned>(s.server.ipv6_prefix);
     if (b.file_format != "cidr" && b.file_format != "iptables")
       fail(file, node_for("blocklist", "file_format"), "blocklist.file_format",

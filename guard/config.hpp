@@ -117,6 +117,7 @@ struct blocklist_settings {
   std::vector<std::string> auto_block;
   std::vector<std::string> never_block;
   duration ban_time{0}, max_ban_time{0};
+  std::int64_t max_entries = 0;
   std::string reply;
   std::string nft_set, nft_set6, nft_drop_chain;
   std::string ipset_set, ipset_set6;

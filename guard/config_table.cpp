@@ -429,6 +429,13 @@ const setting_spec table[] = {
      "First auto-block of a client; each repeat doubles it.", MXG_FIELD(blocklist, ban_time)},
     {"blocklist", "max_ban_time", value_kind::duration, R"("30d")", second, 365 * day,
      "Longest auto-block.", MXG_FIELD(blocklist, max_ban_time)},
+    // An address sprayer (an IPv6 /48 holds 65,536 /64s) must not grow the
+    // list, its pair-wide sync and the firewall sets without end.
+    {"blocklist", "max_entries", value_kind::integer, "50000", 1, 10000000,
+     "Auto-block adds nothing while the list holds this many entries (logged once as "
+     "`BLOCKLIST_FULL`, counted in `mxguard_auto_blocks_skipped_total`); manual blocks and the "
+     "import file are not capped. Keep it below `ipset_maxelem` when feeding an ipset.",
+     MXG_FIELD(blocklist, max_entries)},
     {"blocklist", "reply", value_kind::string,
      R"("554 5.7.1 Service unavailable; client blocked for abuse")", 0, 0,
      "What a blocked client is told before the connection is closed.", MXG_FIELD(blocklist, reply)},

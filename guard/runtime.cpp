@@ -64,6 +64,10 @@ void daemon_state::register_gauges() {
   metrics_.add_counter_callback("mxguard_auto_blocks_total",
                                 "Clients this instance blocked by an auto-block rule.",
                                 [this] { return static_cast<double>(blocks_.auto_blocks()); });
+  metrics_.add_counter_callback(
+      "mxguard_auto_blocks_skipped_total",
+      "Auto-blocks not made because the blocklist was at blocklist.max_entries.",
+      [this] { return static_cast<double>(blocks_.auto_blocks_skipped()); });
   metrics_.add_gauge_callback(
       "mxguard_scan_queue_depth", "Messages waiting for a scan thread.",
       [this] { return scanner ? static_cast<double>(scanner->queued()) : 0.0; });

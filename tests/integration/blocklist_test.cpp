@@ -135,6 +135,47 @@ TEST(Blocklist, AutoBlockAfterRepeatedRefusalsThenRefusedAtAdmission) {
   EXPECT_EQ(greeting_from("127.0.0.1", mx.port()), 220);
 }
 
+// An address sprayer cannot grow the list without end: at max_entries
+// auto-block stops adding (and says so once); manual blocks still go in.
+TEST(Blocklist, AutoBlockStopsAtMaxEntries) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[blocklist]\nauto_block = [\"relay 3/1m 1h\"]\n"
+                            "never_block = [\"127.0.0.1/32\"]\nmax_entries = 1\n" +
+                                with_control(dir, "mx", "")));
+  const auto socket = dir / "mx.sock";
+  auto harvest_from = [&](const std::string& address) {
+    smtp_client c;
+    ASSERT_TRUE(c.connect_from(address, mx.port()));
+    c.read_reply();
+    c.command("EHLO harvester.test");
+    c.command("MAIL FROM:<a@remote.example>");
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(c.command("RCPT TO:<x" + std::to_string(i) + "@foreign.example>").code, 554);
+    c.command("QUIT");
+  };
+  harvest_from("127.0.0.46");
+  int code = 0;
+  for (int i = 0; i < 50 && code != 554; ++i) {
+    code = greeting_from("127.0.0.46", mx.port());
+    if (code != 554) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(code, 554);
+  harvest_from("127.0.0.47");
+  bool logged = false;
+  for (int i = 0; i < 50 && !logged; ++i) {
+    logged = mx.log().find("BLOCKLIST_FULL entries=1 max_entries=1 skipped=127.0.0.47/32") !=
+             std::string::npos;
+    if (!logged) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(logged) << mx.log();
+  EXPECT_EQ(greeting_from("127.0.0.47", mx.port()), 220);
+  EXPECT_EQ(mx.log().find("BLOCK prefix=127.0.0.47/32"), std::string::npos) << mx.log();
+  EXPECT_EQ(ctl(dir, socket, {"block", "127.0.0.48", "--for", "1h"}).status, 0);
+  EXPECT_EQ(greeting_from("127.0.0.48", mx.port()), 554);
+}
+
 TEST(Blocklist, ImportFileAtStart) {
   temp_dir dir;
   smtp_sink sink(dir);
