@@ -101,20 +101,25 @@ TEST(Blocklist, BlockOnOneInstanceHoldsOnTheOtherWithinASecond) {
   EXPECT_EQ(greeting_from("127.0.0.42", a.port()), 220) << "lifted on B, lifted on A";
 }
 
-TEST(Blocklist, AutoBlockAfterRepeatedRefusalsThenRefusedAtAdmission) {
-  temp_dir dir;
-  smtp_sink sink(dir);
-  guard mx(dir, base_config(quoted(sink.address()), "",
-                            "\n[blocklist]\nauto_block = [\"relay 3/1m 1h\"]\n"
-                            "never_block = [\"127.0.0.1/32\"]\n"));
+// Three relay attempts from `address`, each refused.
+void relay_attempts_from(const std::string& address, int port) {
   smtp_client c;
-  ASSERT_TRUE(c.connect_from("127.0.0.43", mx.port()));
+  ASSERT_TRUE(c.connect_from(address, port));
   c.read_reply();
   c.command("EHLO harvester.test");
   c.command("MAIL FROM:<a@remote.example>");
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(c.command("RCPT TO:<x" + std::to_string(i) + "@foreign.example>").code, 554);
   c.command("QUIT");
+}
+
+TEST(Blocklist, AutoBlockAfterRepeatedRefusalsThenRefusedAtAdmission) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[blocklist]\nauto_block = [\"relay 3/1m 1h\"]\n"
+                            "never_block = [\"127.0.0.1/32\"]\n"));
+  relay_attempts_from("127.0.0.43", mx.port());
   int code = 0;
   for (int i = 0; i < 50 && code != 554; ++i) {
     code = greeting_from("127.0.0.43", mx.port());
@@ -145,24 +150,14 @@ TEST(Blocklist, AutoBlockStopsAtMaxEntries) {
                             "never_block = [\"127.0.0.1/32\"]\nmax_entries = 1\n" +
                                 with_control(dir, "mx", "")));
   const auto socket = dir / "mx.sock";
-  auto harvest_from = [&](const std::string& address) {
-    smtp_client c;
-    ASSERT_TRUE(c.connect_from(address, mx.port()));
-    c.read_reply();
-    c.command("EHLO harvester.test");
-    c.command("MAIL FROM:<a@remote.example>");
-    for (int i = 0; i < 3; ++i)
-      EXPECT_EQ(c.command("RCPT TO:<x" + std::to_string(i) + "@foreign.example>").code, 554);
-    c.command("QUIT");
-  };
-  harvest_from("127.0.0.46");
+  relay_attempts_from("127.0.0.46", mx.port());
   int code = 0;
   for (int i = 0; i < 50 && code != 554; ++i) {
     code = greeting_from("127.0.0.46", mx.port());
     if (code != 554) std::this_thread::sleep_for(50ms);
   }
   ASSERT_EQ(code, 554);
-  harvest_from("127.0.0.47");
+  relay_attempts_from("127.0.0.47", mx.port());
   bool logged = false;
   for (int i = 0; i < 50 && !logged; ++i) {
     logged = mx.log().find("BLOCKLIST_FULL entries=1 max_entries=1 skipped=127.0.0.47/32") !=
