@@ -10,6 +10,7 @@
 #include <mutex>
 #include <random>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
@@ -119,10 +120,12 @@ for i = 1, #fields, 2 do
   local who = fields[i]
   local n, expires = string.match(fields[i + 1], '^(%d+) (%d+)$')
   n, expires = tonumber(n or '0'), tonumber(expires or '0')
-  if who == instance then
-    mine = n
-  elseif expires < now then
+  if expires < now then
+    -- Our own field too: we renew live ones every ttl/3, so an expired one
+    -- is a count Redis kept after we stopped holding it.
     redis.call('HDEL', KEYS[1], who)
+  elseif who == instance then
+    mine = n
   else
     total = total + n
   end
@@ -147,11 +150,23 @@ redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %s', n, expires or '0'))
 return n
 )lua";
 
-// Renew. ARGV: instance id, the instance's own count of its sessions (it is
-// the authority: a Redis that lost the key gets it back), ttl, now.
+// Renew. ARGV: instance id, the instance's own count of its sessions, ttl,
+// now, mode. "refresh" moves the expiry and keeps the count Redis has (the
+// acquire and release scripts keep it exact; a count taken before them and
+// written after would undo one); "set" writes ours, for a key where Redis may
+// disagree (a release or acquire whose answer was lost) and for a key Redis
+// lost (restarted): the instance is the authority there.
 constexpr const char* lease_renew_script = R"lua(
-local ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %d', tonumber(ARGV[2]), now + ttl))
+local n, ttl, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[5] ~= 'set' then
+  local value = redis.call('HGET', KEYS[1], ARGV[1])
+  if value then n = tonumber(string.match(value, '^(%d+) ') or n) end
+end
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %d', n, now + ttl))
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return 1
 )lua";
@@ -523,6 +538,9 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                   std::to_string(wall_clock_now())};
     auto reply = co_await script(std::move(args), lease_script);
     if (!reply) {
+      // Redis may have taken the lease without our hearing: the next beat
+      // writes our count.
+      dispute(key);
       if (settings_.failure == redis_settings::on_failure::local) {
         co_return co_await fallback_->acquire_lease(std::move(key), std::move(instance), limit,
                                                     ttl);
@@ -556,17 +574,36 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
       co_return;
     }
     std::vector<std::string> args{"EVALSHA", release_sha_, "1", settings_.prefix + key, instance};
-    co_await script(std::move(args), release_script);
+    if (!co_await script(std::move(args), release_script)) dispute(key);
   }
 
-  // Renews every lease this instance holds, with its own count of them.
+  // A key whose count in Redis may differ from ours: the next beat writes
+  // ours. Bounded for a long outage under many clients; a key past the bound
+  // keeps Redis's count while we hold sessions of it, and loses it with
+  // their end (the field expires).
+  void dispute(const std::string& key) {
+    std::lock_guard lock(leases_mutex_);
+    if (disputed_.size() < 10000) disputed_.insert(key);
+  }
+
+  // Renews every lease this instance holds; writes its own count where
+  // Redis may disagree.
   asio::awaitable<void> heartbeat(std::string instance, millis ttl) override {
-    std::vector<std::pair<std::string, std::int64_t>> held;
+    std::vector<std::string> keys;
     {
       std::lock_guard lock(leases_mutex_);
-      held.assign(leases_held_.begin(), leases_held_.end());
+      for (const auto& [key, count] : leases_held_) keys.push_back(key);
+      for (const auto& key : disputed_)
+        if (!leases_held_.contains(key)) keys.push_back(key);
     }
-    for (auto& [key, count] : held) {
+    for (auto& key : keys) {
+      std::int64_t count = 0;
+      bool disputed = false;
+      {
+        std::lock_guard lock(leases_mutex_);
+        if (auto it = leases_held_.find(key); it != leases_held_.end()) count = it->second;
+        disputed = disputed_.erase(key) > 0;
+      }
       std::vector<std::string> args{"EVALSHA",
                                     renew_sha_,
                                     "1",
@@ -574,9 +611,13 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                     instance,
                                     std::to_string(count),
                                     std::to_string(ttl),
-                                    std::to_string(wall_clock_now())};
-      auto renewed = co_await script(std::move(args), lease_renew_script);
-      if (!renewed) co_return;  // Redis is away; the next beat tries again
+                                    std::to_string(wall_clock_now()),
+                                    disputed ? "set" : "refresh"};
+      if (!co_await script(std::move(args), lease_renew_script)) {
+        // Redis is away; the next beat tries again.
+        if (disputed) dispute(key);
+        co_return;
+      }
     }
   }
 
@@ -1087,6 +1128,8 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
   // This instance's sessions per lease key, renewed by heartbeat().
   std::mutex leases_mutex_;
   std::unordered_map<std::string, std::int64_t> leases_held_;
+  // Keys whose count in Redis may differ from ours (an answer was lost).
+  std::unordered_set<std::string> disputed_;
   std::string block_put_sha_, block_remove_sha_, block_list_sha_;
   // The blocklist keys outlive their longest entry (bans are capped below it).
   static constexpr std::int64_t block_key_lifetime_ms = 400ll * 24 * 3600 * 1000;

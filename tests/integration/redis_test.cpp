@@ -203,6 +203,37 @@ TEST(RedisPair, ConcurrencyLeasesOfAKilledInstanceExpire) {
   EXPECT_EQ(two.read_reply().code, 220);
 }
 
+// A count Redis kept for an instance after its sessions ended (a release
+// whose answer was lost) expires like any other instance's: it does not
+// hold the client out for good.
+TEST(RedisPair, OwnStaleLeaseCountExpires) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  guard a(dir, shared_config(sink, redis.url(), "concurrent_per_ip = 1\nlease_ttl = \"1s\"\n"));
+  const std::string key = "mxg:l:127.0.0.1/32";
+  std::string instance;
+  {
+    smtp_client held;
+    ASSERT_TRUE(held.connect(a.port()));
+    ASSERT_EQ(held.read_reply().code, 220);
+    auto fields = redis.cli("HGETALL " + key);
+    instance = fields.substr(0, fields.find('\n'));
+    ASSERT_FALSE(instance.empty()) << fields;
+    held.command("QUIT");
+  }
+  for (int i = 0; i < 50 && redis.cli("HLEN " + key) != "0\n"; ++i)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(redis.cli("HLEN " + key), "0\n");
+  // The release that Redis "missed": one session, expired long ago.
+  redis.cli("HSET " + key + " " + instance + " '1 1000'");
+  redis.cli("PEXPIRE " + key + " 60000");
+  smtp_client next;
+  ASSERT_TRUE(next.connect(a.port()));
+  auto greeting = next.read_reply();
+  EXPECT_EQ(greeting.code, 220) << greeting.text;
+}
+
 // hiredis 0.14 (Debian 12) speaks no TLS: a TLS-only Redis is reached
 // through a local stunnel, as the README says. With failure = "tempfail" a
 // Redis that could not be used would answer 451: the 452 shows it decided.
