@@ -893,6 +893,49 @@ std::string describe(const config& cfg) {
   return out;
 }
 
+bool restart_only(const setting_spec& spec) {
+  // Whole sections, then single keys; each is read where main() builds what
+  // lives for the whole run.
+  static constexpr std::string_view sections[] = {"redis", "dnsbl_zone", "stats", "control"};
+  static constexpr std::string_view keys[] = {"server.listen",
+                                              "server.workers",
+                                              "server.user",
+                                              "scan.workers",
+                                              "scan.queue_size",
+                                              "scan.timeout",
+                                              "scan.temp_file_above",
+                                              "scan.temp_dir",
+                                              "limits.max_keys",
+                                              "blocklist.sync_interval",
+                                              "blocklist.import_file",
+                                              "blocklist.nft_set",
+                                              "blocklist.nft_set6",
+                                              "blocklist.nft_drop_chain",
+                                              "blocklist.ipset_set",
+                                              "blocklist.ipset_set6",
+                                              "blocklist.ipset_maxelem",
+                                              "blocklist.file",
+                                              "blocklist.file_format",
+                                              "blocklist.exec",
+                                              "metrics.listen",
+                                              "log.file",
+                                              "log.syslog"};
+  for (auto s : sections)
+    if (spec.section == s) return true;
+  const auto name = fmt::format("{}.{}", spec.section, spec.name);
+  for (auto k : keys)
+    if (name == k) return true;
+  return false;
+}
+
+std::vector<std::string> restart_only_changes(const settings& before, const settings& after) {
+  std::vector<std::string> changed;
+  for (const auto& spec : settings_table())
+    if (restart_only(spec) && spec.get(before) != spec.get(after))
+      changed.push_back(fmt::format("{}.{}", spec.section, spec.name));
+  return changed;
+}
+
 std::string settings_reference_markdown() {
   std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
   for (const auto& spec : settings_table()) {
@@ -920,8 +963,9 @@ std::string settings_reference_markdown() {
         type = "number";
         break;
     }
-    out += fmt::format("| `{}.{}` | {} | `{}` | {} |\n", spec.section, spec.name, type,
-                       spec.default_text, spec.help);
+    out += fmt::format("| `{}.{}` | {} | `{}` | {}{} |\n", spec.section, spec.name, type,
+                       spec.default_text, spec.help,
+                       restart_only(spec) ? " *Restart to change.*" : "");
   }
   return out;
 }

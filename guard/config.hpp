@@ -375,6 +375,12 @@ struct setting_spec {
 
 std::span<const setting_spec> settings_table();
 
+// Settings read once at start (sockets, threads, the state store, the
+// firewall feeders, ...): a reload cannot change them.
+bool restart_only(const setting_spec& spec);
+// The restart-only keys ("section.name") whose values differ.
+std::vector<std::string> restart_only_changes(const settings& before, const settings& after);
+
 // Markdown table of every setting, for the README (`mxguard --print-settings-table`).
 std::string settings_reference_markdown();
 

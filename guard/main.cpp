@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -135,15 +136,11 @@ std::string reload(daemon_state& state, boost::asio::io_context& control, const 
     auto old = state.current();
     auto snapshot = make_snapshot(cfg, old, state.store);
     if (snapshot->dnsbl != old->dnsbl) start_health_checks(control, *snapshot);
-    if (old->cfg->values.server.listen != cfg->values.server.listen ||
-        old->cfg->values.server.workers != cfg->values.server.workers)
-      ops::log_message(ops::severity::warning, "RELOAD",
-                       "server.listen and server.workers change only on restart");
-    if (old->cfg->values.redis != cfg->values.redis)
-      ops::log_message(ops::severity::warning, "RELOAD", "[redis] changes only on restart");
+    if (auto kept = restart_only_changes(old->cfg->values, cfg->values); !kept.empty())
+      ops::log_message(
+          ops::severity::warning, "RELOAD",
+          fmt::format("{} change only on restart; the running values stay", fmt::join(kept, ", ")));
     if (cfg->signatures && state.scanner) {
-      if (!(old->cfg->scan_pool.workers == cfg->scan_pool.workers))
-        ops::log_message(ops::severity::warning, "RELOAD", "scan.workers changes only on restart");
       state.scanner->watch(*cfg->signatures);
       state.scanner->reload();  // SIGHUP also means "read the signatures again"
     } else if (cfg->signatures) {

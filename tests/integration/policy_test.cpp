@@ -75,6 +75,26 @@ TEST(RelayPolicy, TrustedNetworkRelaysOutboundViaDefaultRoute) {
   EXPECT_EQ(c.command("RCPT TO:<user%gmail.example@example.org>").code, 554);
 }
 
+// A reload applies what it can (the banner) and names what it cannot.
+TEST(Reload, RestartOnlyKeysAreNamedAndKeptTheRestApplies) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address())));
+  auto changed = base_config(quoted(sink.address()), "banner = \"ESMTP reloaded\"\n");
+  changed.replace(changed.find("workers = 2\n"), 12, "workers = 1\n");
+  mx.reload(changed);
+  bool named = false;
+  for (int i = 0; i < 50 && !named; ++i) {
+    named = mx.log().find("server.workers change only on restart") != std::string::npos;
+    if (!named) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(named) << mx.log();
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  auto greeting = c.read_reply();
+  EXPECT_NE(greeting.text.find("ESMTP reloaded"), std::string::npos) << greeting.text;
+}
+
 TEST(Access, RejectDeferAndOkAtConnect) {
   temp_dir dir;
   smtp_sink sink(dir);

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "config.hpp"
@@ -36,6 +37,29 @@ TEST(config, default_scan_limits_cover_what_sessions_accept) {
   EXPECT_GT(s.scan.max_file_size, s.server.max_message_size + 65536);
   EXPECT_GE(s.scan.max_scan_size, s.scan.max_file_size);
   EXPECT_LE(s.scan.max_scan_time, s.scan.timeout);
+}
+
+// A reload names what it cannot change; what it can is not named.
+TEST(config, restart_only_changes_are_named) {
+  auto before = parse("[server]\nbanner = \"one\"\n");
+  auto after = parse(
+      "[server]\nbanner = \"two\"\nworkers = 3\n[metrics]\nlisten = \"127.0.0.1:9125\"\n"
+      "[redis]\ntimeout = \"1s\"\n[blocklist]\nexec = \"/usr/local/bin/hook\"\n");
+  EXPECT_EQ(restart_only_changes(before->values, after->values),
+            (std::vector<std::string>{"server.workers", "redis.timeout", "blocklist.exec",
+                                      "metrics.listen"}));
+  EXPECT_TRUE(restart_only_changes(before->values, before->values).empty());
+  // The README's reference says so.
+  auto row_of = [table = settings_reference_markdown()](std::string_view key) {
+    auto start = table.find(fmt::format("| `{}` |", key));
+    return start == std::string::npos ? std::string()
+                                      : table.substr(start, table.find('\n', start) - start);
+  };
+  EXPECT_TRUE(row_of("metrics.listen").ends_with("*Restart to change.* |"))
+      << row_of("metrics.listen");
+  EXPECT_TRUE(row_of("redis.url").ends_with("*Restart to change.* |"));
+  EXPECT_FALSE(row_of("server.banner").empty());
+  EXPECT_EQ(row_of("server.banner").find("Restart"), std::string::npos);
 }
 
 TEST(config, defaults_applied) {
