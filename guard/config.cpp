@@ -619,7 +619,10 @@ void compile(config& cfg, const toml::table& root) {
       policy->never_block.push_back(*prefix);
     }
     policy->ban_time = b.ban_time;
-    policy->max_ban_time = std::max(b.ban_time, b.max_ban_time);
+    if (b.max_ban_time < b.ban_time)
+      fail(file, node_for("blocklist", "max_ban_time"), "blocklist.max_ban_time",
+           "shorter than blocklist.ban_time, the first ban");
+    policy->max_ban_time = b.max_ban_time;
     policy->max_entries = static_cast<std::size_t>(b.max_entries);
     policy->ipv6_prefix = static_cast<unsigned>(s.server.ipv6_prefix);
     if (b.file_format != "cidr" && b.file_format != "iptables")

@@ -173,8 +173,9 @@ const setting_spec table[] = {
      "Longest wait for a scan result, queue included; past it `overload_action`.",
      MXG_FIELD(scan, timeout)},
     {"scan", "virus_action", value_kind::string, R"("reject")", 0, 0,
-     "`reject` (`554 5.7.1 Virus found: NAME`), `discard` (250, nothing relayed) or `pass` "
-     "(relayed with `X-Virus-Status: Infected`).",
+     "`reject` (`554 5.7.1 Virus found: NAME`), `discard` (250, nothing relayed), `pass` "
+     "(relayed with `X-Virus-Status: Infected`) or `tempfail` (`451 4.7.1`, for a trial "
+     "period: the sender keeps the message).",
      MXG_FIELD(scan, virus_action)},
     {"scan", "error_action", value_kind::string, R"("tempfail")", 0, 0,
      "A libclamav error: `tempfail` (`451 4.7.0`), `reject` or `pass` (with `X-Virus-Status`).",

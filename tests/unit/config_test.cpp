@@ -190,6 +190,8 @@ TEST(config, errors_name_file_line_and_key) {
        "test.toml:2: server.max_buffered_bytes: 524288 is out of range [1048576, 4398046511104]"},
       {"size too small", "[server]\nmax_message_size = 1000\n",
        "test.toml:2: server.max_message_size: 1000 is out of range [1024, 1099511627776]"},
+      {"ban cap below the first ban", "[blocklist]\nban_time = \"2d\"\nmax_ban_time = \"1d\"\n",
+       "test.toml:3: blocklist.max_ban_time: shorter than blocklist.ban_time, the first ban"},
       {"duration with bad unit", "[server]\ncommand_timeout = \"5 minutes\"\n",
        "test.toml:2: server.command_timeout: must be a duration (\"250ms\", \"30s\", \"5m\", "
        "\"4h\", \"7d\")"},
