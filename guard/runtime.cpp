@@ -58,7 +58,7 @@ void daemon_state::register_gauges() {
                               [this] { return static_cast<double>(slots_.sessions()); });
   metrics_.add_gauge_callback(
       "mxguard_buffered_bytes", "Message bytes held by all sessions (server.max_buffered_bytes).",
-      [this] { return static_cast<double>(buffered_bytes_.load(std::memory_order_relaxed)); });
+      [this] { return static_cast<double>(buffered_bytes_->load(std::memory_order_relaxed)); });
   metrics_.add_gauge_callback("mxguard_blocklist_entries", "Entries on the blocklist.",
                               [this] { return static_cast<double>(blocks_.size()); });
   metrics_.add_counter_callback("mxguard_auto_blocks_total",
@@ -151,6 +151,22 @@ boost::asio::awaitable<void> dnsbl_health_loop(std::weak_ptr<dnsbl::engine> weak
     auto [ec] = co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     if (ec) co_return;
   }
+}
+
+std::shared_ptr<const std::string> daemon_state::budgeted(std::string message,
+                                                          std::int64_t reserved) {
+  struct holder {
+    holder(std::string t, std::int64_t r, std::shared_ptr<std::atomic<std::int64_t>> b)
+        : text(std::move(t)), reserved(r), budget(std::move(b)) {}
+    holder(const holder&) = delete;
+    holder& operator=(const holder&) = delete;
+    ~holder() { budget->fetch_sub(reserved, std::memory_order_relaxed); }
+    std::string text;
+    std::int64_t reserved;
+    std::shared_ptr<std::atomic<std::int64_t>> budget;
+  };
+  auto held = std::make_shared<holder>(std::move(message), reserved, buffered_bytes_);
+  return {held, &held->text};  // aliasing: the string lives as long as its holder
 }
 
 }  // namespace mxguard::guard

@@ -73,8 +73,12 @@ class daemon_state {
   // /readyz): true until one fails.
   std::atomic<bool>& next_hop_reachable() { return next_hop_reachable_; }
 
-  // Message bytes held by all sessions (server.max_buffered_bytes).
-  std::atomic<std::int64_t>& buffered_bytes() { return buffered_bytes_; }
+  // Message bytes held by all sessions and the scans they handed messages
+  // to (server.max_buffered_bytes).
+  std::atomic<std::int64_t>& buffered_bytes() { return *buffered_bytes_; }
+  // `message` holding `reserved` bytes of that budget until its last owner
+  // lets go: a scan a session stopped waiting for still counts.
+  std::shared_ptr<const std::string> budgeted(std::string message, std::int64_t reserved);
 
  private:
   void register_gauges();
@@ -86,7 +90,10 @@ class daemon_state {
   admission slots_;
   boost::asio::ssl::context relay_tls_;
   std::atomic<std::uint64_t> session_counter_{0};
-  std::atomic<std::int64_t> buffered_bytes_{0};
+  // Shared with the messages that carry a part of it, which may outlive us
+  // in a scan queue.
+  std::shared_ptr<std::atomic<std::int64_t>> buffered_bytes_ =
+      std::make_shared<std::atomic<std::int64_t>>(0);
   std::atomic<bool> next_hop_reachable_{true};
 };
 

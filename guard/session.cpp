@@ -1119,7 +1119,9 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
     score = facts_.dnsbl_score + v.score;
     std::string prefix = limits_.add_received_header ? received_header() : std::string();
     const auto& content = snapshot_->cfg->content;
-    auto message = std::make_shared<const std::string>(std::move(reader.message()));
+    // The message takes our share of the buffered-bytes budget with it: a
+    // scan we stop waiting for goes on holding both.
+    auto message = state_.budgeted(std::move(reader.message()), std::exchange(reserved_bytes_, 0));
     std::string engine_text;
     if (content.scanning && state_.scanner) {
       // Scanned with our Received line on top: libclamav recognises a mail
