@@ -347,7 +347,9 @@ const setting_spec table[] = {
      "`*_per_ip` limits.",
      MXG_FIELD(limits, per_prefix)},
     {"limits", "max_keys", value_kind::integer, "1000000", 1000, 100000000,
-     "Counters the embedded store keeps (least recently used go first).",
+     "Keys the embedded store keeps. When full, the least recently used rate counters and "
+     "pass marks go first; greylist state may hold three quarters, of which triplets still "
+     "waiting for their retry go before passed triplets and auto-allowlist counts.",
      MXG_FIELD(limits, max_keys)},
     // [redis]
     {"redis", "url", value_kind::string, R"("")", 0, 0,

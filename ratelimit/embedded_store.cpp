@@ -1,5 +1,6 @@
 // The embedded state store: everything in this process. The default, and
 // the fallback while Redis is away (redis.failure = "local").
+#include <algorithm>
 #include <array>
 #include <list>
 #include <map>
@@ -14,12 +15,21 @@ namespace {
 
 constexpr std::size_t shard_count = 16;
 
+// What a full shard evicts first: rate counters and pass-cache marks (an
+// address sprayer makes them by the thousand, and each is cheap to lose),
+// then greylist triplets still waiting for their retry, and last the state
+// that took a legitimate sender a delay to earn (passed triplets, a
+// client's passes towards the auto-allowlist).
+enum class keep : std::uint8_t { briefly, pending, earned };
+constexpr std::size_t keep_classes = 3;
+
 struct entry {
   millis expires = 0;
   millis tat = 0;           // rate keys
   millis checked_at = 0;    // rate keys: the latest `now` a check applied
   triplet_record triplet;   // greylist triplets
   std::int64_t passes = 0;  // greylist client counters
+  keep kept = keep::briefly;
   std::list<std::string>::iterator lru;
 };
 
@@ -40,7 +50,7 @@ class embedded_store final : public state_store {
   boost::asio::awaitable<void> mark_passed(std::string key, millis ttl, millis now) override {
     auto& s = shard_for(key);
     std::lock_guard lock(s.mutex);
-    touch(s, key, now).expires = now + ttl;
+    touch(s, key, now, keep::briefly).expires = now + ttl;
     evict(s);
     co_return;
   }
@@ -92,11 +102,12 @@ class embedded_store final : public state_store {
                                                greylist_policy policy, millis now) override {
     grey_answer answer;
     {
+      // Looked up, not made: every client asks, few have passes.
       auto& s = shard_for(client_key);
       std::lock_guard lock(s.mutex);
-      auto& e = touch(s, client_key, now);
-      if (e.expires > now && e.passes >= policy.auto_allowlist_after &&
-          policy.auto_allowlist_after > 0) {
+      auto it = s.entries.find(client_key);
+      if (it != s.entries.end() && it->second.expires > now &&
+          it->second.passes >= policy.auto_allowlist_after && policy.auto_allowlist_after > 0) {
         answer.client_allowlisted = true;
         co_return answer;
       }
@@ -105,9 +116,10 @@ class embedded_store final : public state_store {
     {
       auto& s = shard_for(triplet_key);
       std::lock_guard lock(s.mutex);
-      auto& e = touch(s, triplet_key, now);
+      auto& e = touch(s, triplet_key, now, keep::pending);
       if (e.expires <= now) e.triplet = {};
       answer.outcome = greylist_step(e.triplet, now, policy);
+      if (e.triplet.passed_at) rank(s, e, keep::earned);
       e.expires =
           now + (e.triplet.passed_at ? policy.lifetime : policy.delay + policy.retry_window);
       passed_now = answer.outcome.newly_passed;
@@ -116,7 +128,7 @@ class embedded_store final : public state_store {
     if (passed_now) {
       auto& s = shard_for(client_key);
       std::lock_guard lock(s.mutex);
-      auto& e = touch(s, client_key, now);
+      auto& e = touch(s, client_key, now, keep::earned);
       if (e.expires <= now) e.passes = 0;
       ++e.passes;
       e.expires = now + policy.lifetime;
@@ -153,31 +165,59 @@ class embedded_store final : public state_store {
   struct shard {
     std::mutex mutex;
     std::unordered_map<std::string, entry> entries;
-    std::list<std::string> lru;  // most recently written first
+    // One LRU per keep class, most recently written first.
+    std::array<std::list<std::string>, keep_classes> lru;
   };
 
   shard& shard_for(const std::string& key) {
     return shards_[std::hash<std::string>{}(key) % shard_count];
   }
 
-  // The entry for `key`, created if missing, moved to the front of the LRU.
-  entry& touch(shard& s, const std::string& key, millis now) {
-    auto it = s.entries.find(key);
-    if (it == s.entries.end()) {
-      s.lru.push_front(key);
-      it = s.entries.emplace(key, entry{}).first;
-      it->second.lru = s.lru.begin();
-      it->second.expires = now;
-    } else {
-      s.lru.splice(s.lru.begin(), s.lru, it->second.lru);
-    }
-    return it->second;
+  static std::list<std::string>& lru_of(shard& s, keep k) {
+    return s.lru[static_cast<std::size_t>(k)];
   }
 
+  // The entry for `key`, created if missing, moved to the front of its
+  // class's LRU; an entry only ever moves up a class.
+  entry& touch(shard& s, const std::string& key, millis now, keep k) {
+    auto it = s.entries.find(key);
+    if (it == s.entries.end()) {
+      auto& lru = lru_of(s, k);
+      lru.push_front(key);
+      it = s.entries.emplace(key, entry{}).first;
+      it->second.lru = lru.begin();
+      it->second.kept = k;
+      it->second.expires = now;
+      return it->second;
+    }
+    auto& e = it->second;
+    auto& lru = lru_of(s, e.kept);
+    lru.splice(lru.begin(), lru, e.lru);
+    rank(s, e, k);
+    return e;
+  }
+
+  static void rank(shard& s, entry& e, keep k) {
+    if (k <= e.kept) return;
+    auto& from = lru_of(s, e.kept);
+    auto& to = lru_of(s, k);
+    to.splice(to.begin(), from, e.lru);
+    e.kept = k;
+  }
+
+  // Greylist state may fill three quarters of a shard, rate counters keep
+  // the rest whatever greylisting holds: a sprayer's churn cannot push out
+  // what senders earned, nor can greylisting push out the counters that
+  // limit rates. Inside greylisting, pending triplets go first.
   void evict(shard& s) {
+    const std::size_t greylist_share = per_shard_ - per_shard_ / 4;
     while (s.entries.size() > per_shard_) {
-      s.entries.erase(s.lru.back());
-      s.lru.pop_back();
+      auto& brief = lru_of(s, keep::briefly);
+      auto& pending = lru_of(s, keep::pending);
+      const bool trim_greylist = brief.empty() || s.entries.size() - brief.size() > greylist_share;
+      auto& lru = !trim_greylist ? brief : !pending.empty() ? pending : lru_of(s, keep::earned);
+      s.entries.erase(lru.back());
+      lru.pop_back();
     }
   }
 
@@ -205,7 +245,7 @@ class embedded_store final : public state_store {
     std::vector<millis> tats(keys.size()), ats(keys.size());
     for (std::size_t i = 0; i < keys.size(); ++i) {
       auto& s = shard_for(keys[i].key);
-      auto& e = touch(s, keys[i].key, now);
+      auto& e = touch(s, keys[i].key, now, keep::briefly);
       const millis at = ats[i] = e.expires > now ? std::max(now, e.checked_at) : now;
       millis tat = e.expires > at ? e.tat : 0;
       auto d = gcra(tat, at, keys[i].limit, keys[i].cost);
@@ -223,13 +263,13 @@ class embedded_store final : public state_store {
       tats[i] = tat;
     }
     for (std::size_t i = 0; i < keys.size(); ++i) {
-      auto& s = shard_for(keys[i].key);
-      auto& e = s.entries[keys[i].key];
+      auto& e = shard_for(keys[i].key).entries.at(keys[i].key);
       e.tat = tats[i];
       e.checked_at = ats[i];
       e.expires = ats[i] + gcra_ttl(tats[i], ats[i]);
-      evict(s);
     }
+    // Only now: evicting between the writes could drop a key still to be written.
+    for (const auto& k : keys) evict(shard_for(k.key));
     return out;
   }
 

@@ -161,6 +161,29 @@ TEST(EmbeddedStore, GreylistAutoAllowlistsAClientAfterPasses) {
   EXPECT_TRUE(fresh.client_allowlisted);
 }
 
+// An address sprayer's rate keys push out rate keys, not the greylist state
+// a sender earned by waiting: its next message is not delayed again.
+TEST(EmbeddedStore, SprayedRateKeysDoNotEvictEarnedGreylistState) {
+  auto store = make_embedded_store(16 * 16);
+  greylist_policy p;
+  p.delay = 1'000;
+  const millis now = 1'000'000;
+  ASSERT_EQ(run(store->greylist("g:good:s:r", "gc:good", p, now)).outcome.what, grey_result::defer);
+  ASSERT_EQ(run(store->greylist("g:good:s:r", "gc:good", p, now + 1'500)).outcome.what,
+            grey_result::pass);
+  const rate one{1, 3'600'000};
+  for (int i = 0; i < 10'000; ++i)
+    run(store->check_rates({{"c:spray" + std::to_string(i), one, 1}}, now + 2'000));
+  EXPECT_EQ(run(store->greylist("g:good:s:r", "gc:good", p, now + 3'000)).outcome.what,
+            grey_result::pass);
+  // And rate keys still work beside a shard full of greylist state.
+  for (int i = 0; i < 10'000; ++i)
+    run(store->greylist("g:spray" + std::to_string(i) + ":s:r", "gc:spray" + std::to_string(i), p,
+                        now + 4'000));
+  EXPECT_TRUE(run(store->check_rates({{"c:late", one, 1}}, now + 5'000)).result.allowed);
+  EXPECT_FALSE(run(store->check_rates({{"c:late", one, 1}}, now + 5'001)).result.allowed);
+}
+
 TEST(EmbeddedStore, BoundedNumberOfKeys) {
   auto store = make_embedded_store(16 * 16);  // 16 per shard at least
   const rate one{1, 3'600'000};
