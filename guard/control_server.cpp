@@ -18,6 +18,7 @@
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
@@ -87,6 +88,16 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
   daemon_state& state;
   control_actions actions;
   std::string path;
+  // Statistics are read with blocking I/O (files, hiredis with its timeouts,
+  // thousands of calls for a long report): here, not on the control thread,
+  // which also renews leases, syncs the blocklist and answers the DNS zone
+  // and /metrics.
+  asio::thread_pool blocking{1};
+
+  // Run on `blocking` by co_spawn, each a coroutine of its own: a closure
+  // carrying a string into a coroutine frame is freed twice by GCC 12.
+  asio::awaitable<json> stats_job(int days) { co_return stats(days); }
+  asio::awaitable<json> report_job(int days, std::string format) { co_return report(days, format); }
 
   asio::awaitable<void> accept_loop() {
     auto self = shared_from_this();
@@ -201,14 +212,14 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
       int days = 1;
       if (words.size() > 1) days = std::atoi(words[1].c_str());
       if (days < 1 || days > 3660) co_return error("usage: stats [DAYS]  (1..3660)");
-      co_return stats(days);
+      co_return co_await asio::co_spawn(blocking, stats_job(days), asio::use_awaitable);
     }
     if (command == "report") {
       int days = words.size() > 1 ? std::atoi(words[1].c_str()) : 30;
       std::string format = words.size() > 2 ? words[2] : "text";
       if (days < 1 || days > 3660 || (format != "text" && format != "html"))
         co_return error("usage: report [DAYS] [text|html]");
-      co_return report(days, format);
+      co_return co_await asio::co_spawn(blocking, report_job(days, format), asio::use_awaitable);
     }
     co_return error(
         "unknown command '" + ops::escape_client_text(command, 40) +

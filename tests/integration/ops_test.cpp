@@ -327,6 +327,35 @@ TEST(Ops, LogFileIsReopenedOnSigusr1AfterRotation) {
 
 namespace mxguard::test {
 
+// Statistics are read with blocking I/O off the control thread: a Redis
+// that answers nothing holds `mxguardctl stats` for its timeouts, not
+// /metrics and the rest of the control thread's work.
+TEST(Ops, HungStatisticsStoreDoesNotHoldTheControlThread) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  const int metrics_port = free_port();
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[redis]\nurl = " + quoted(redis.url()) +
+                                "\n\n[stats]\nstore = \"redis\"\n\n[control]\nsocket = " +
+                                quoted((dir / "mx.sock").string()) +
+                                "\n\n[metrics]\nlisten = \"127.0.0.1:" +
+                                std::to_string(metrics_port) + "\"\n"));
+  ASSERT_NE(http_get(metrics_port, "/metrics").find("mxguard_"), std::string::npos);
+  redis.pause();
+  const auto asked = std::chrono::steady_clock::now();
+  child ctl({MXGUARDCTL_BINARY, "-s", (dir / "mx.sock").string(), "stats"}, dir / "ctl.out");
+  std::this_thread::sleep_for(300ms);  // being served: each Redis call waits 1 s
+  const auto start = std::chrono::steady_clock::now();
+  const auto metrics = http_get(metrics_port, "/metrics");
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_NE(metrics.find("mxguard_"), std::string::npos);
+  EXPECT_LT(took, 500ms);
+  ASSERT_TRUE(ctl.wait_exit(20s).has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - asked, 1s) << "the store was really in the way";
+  redis.resume();
+}
+
 TEST(Ops, PairCountsIntoTheSameDaysThroughRedis) {
   temp_dir dir;
   redis_server redis(dir);
