@@ -360,7 +360,8 @@ const setting_spec table[] = {
      "While Redis does not answer: `local` (decide in process), `open` (allow), `tempfail` (451).",
      MXG_FIELD(redis, failure)},
     {"redis", "timeout", value_kind::duration, R"("200ms")", 10, minute,
-     "Longest wait for Redis in a session; then the failure policy decides.",
+     "Longest wait for Redis in one check (a rate check, a greylist step, a lease), a script "
+     "reload included; then the failure policy decides.",
      MXG_FIELD(redis, timeout)},
     {"redis", "prefix", value_kind::string, R"("mxg:")", 0, 0,
      "Prefix of every key mxguard writes (share one Redis between deployments); no `{` or `}` "

@@ -32,6 +32,8 @@ namespace asio = boost::asio;
 
 namespace {
 
+using steady_time = std::chrono::steady_clock::time_point;
+
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // --- scripts -----------------------------------------------------------------
@@ -461,7 +463,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
 
   asio::awaitable<bool> passed(std::string key, millis now) override {
     std::vector<std::string> args{"EXISTS", settings_.prefix + key};
-    auto reply = co_await call(std::move(args));
+    auto reply = co_await call(std::move(args), from_now());
     if (!reply) {
       if (settings_.failure == redis_settings::on_failure::local)
         co_return co_await fallback_->passed(std::move(key), now);
@@ -472,7 +474,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
 
   asio::awaitable<void> mark_passed(std::string key, millis ttl, millis now) override {
     std::vector<std::string> args{"SET", settings_.prefix + key, "1", "PX", std::to_string(ttl)};
-    auto reply = co_await call(std::move(args));
+    auto reply = co_await call(std::move(args), from_now());
     if (!reply && settings_.failure == redis_settings::on_failure::local)
       co_await fallback_->mark_passed(std::move(key), ttl, now);
   }
@@ -488,7 +490,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                   record.prefix,
                                   encode_block(record),
                                   std::to_string(block_key_lifetime_ms)};
-    auto reply = co_await script(std::move(args), block_put_script);
+    auto reply = co_await script(std::move(args), block_put_script, from_now());
     co_return reply.has_value();
   }
 
@@ -499,7 +501,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                   settings_.prefix + "{bl}:entries",
                                   settings_.prefix + "{bl}:version",
                                   std::move(prefix)};
-    auto reply = co_await script(std::move(args), block_remove_script);
+    auto reply = co_await script(std::move(args), block_remove_script, from_now());
     co_return reply.has_value();
   }
 
@@ -511,7 +513,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                   settings_.prefix + "{bl}:version",
                                   std::to_string(known),
                                   std::to_string(now)};
-    auto reply = co_await script(std::move(args), block_list_script);
+    auto reply = co_await script(std::move(args), block_list_script, from_now());
     block_listing out;
     if (!reply || reply->elements.empty()) {
       out.failed = true;
@@ -536,7 +538,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                   std::to_string(limit),
                                   std::to_string(ttl),
                                   std::to_string(wall_clock_now())};
-    auto reply = co_await script(std::move(args), lease_script);
+    auto reply = co_await script(std::move(args), lease_script, from_now());
     if (!reply) {
       // Redis may have taken the lease without our hearing: the next beat
       // writes our count.
@@ -574,7 +576,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
       co_return;
     }
     std::vector<std::string> args{"EVALSHA", release_sha_, "1", settings_.prefix + key, instance};
-    if (!co_await script(std::move(args), release_script)) dispute(key);
+    if (!co_await script(std::move(args), release_script, from_now())) dispute(key);
   }
 
   // A key whose count in Redis may differ from ours: the next beat writes
@@ -613,7 +615,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                     std::to_string(ttl),
                                     std::to_string(wall_clock_now()),
                                     disputed ? "set" : "refresh"};
-      if (!co_await script(std::move(args), lease_renew_script)) {
+      if (!co_await script(std::move(args), lease_renew_script, from_now())) {
         // Redis is away; the next beat tries again.
         if (disputed) dispute(key);
         co_return;
@@ -646,7 +648,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
                                   std::to_string(policy.retry_window),
                                   std::to_string(policy.lifetime),
                                   std::to_string(policy.auto_allowlist_after)};
-    auto reply = co_await script(std::move(args), greylist_script);
+    auto reply = co_await script(std::move(args), greylist_script, from_now());
     if (!reply || reply->elements.size() != 2) {
       if (settings_.failure == redis_settings::on_failure::local)
         co_return co_await fallback_->greylist(std::move(triplet_key), std::move(client_key),
@@ -670,6 +672,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
   // have consumed (a message refused by messages_per_sender has still counted
   // against messages_per_ip). The guard's per-client keys share one tag.
   asio::awaitable<store_decision> rates(std::vector<rate_key> keys, millis now, bool always) {
+    const auto deadline = from_now();  // for all the slots' calls together
     std::vector<std::vector<std::size_t>> groups;
     for (std::size_t i = 0; i < keys.size(); ++i) {
       auto tag = hash_tag(keys[i].key);
@@ -681,7 +684,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
         same->push_back(i);
     }
     for (const auto& group : groups) {
-      auto d = co_await rates_in_one_slot(keys, group, now, always);
+      auto d = co_await rates_in_one_slot(keys, group, now, always, deadline);
       if (!d) {
         if (settings_.failure == redis_settings::on_failure::local) {
           // (if/else, not ?: — GCC 12 miscompiles a conditional holding co_await.)
@@ -701,7 +704,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
   // did not answer. refused_index is an index into `keys`.
   asio::awaitable<std::optional<store_decision>> rates_in_one_slot(
       const std::vector<rate_key>& keys, const std::vector<std::size_t>& group, millis now,
-      bool always) {
+      bool always, steady_time deadline) {
     std::vector<std::string> args{"EVALSHA", rates_sha_, std::to_string(group.size())};
     for (auto i : group) args.push_back(settings_.prefix + keys[i].key);
     args.push_back(std::to_string(now));
@@ -711,7 +714,7 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
       args.push_back(std::to_string(keys[i].limit.period));
       args.push_back(std::to_string(keys[i].cost));
     }
-    auto reply = co_await script(std::move(args), rates_script);
+    auto reply = co_await script(std::move(args), rates_script, deadline);
     if (!reply || reply->elements.size() != 3) co_return std::nullopt;
     store_decision d;
     d.result.allowed = reply->elements[0].integer == 1;
@@ -723,15 +726,20 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
     co_return d;
   }
 
-  // EVALSHA, loading the script on NOSCRIPT; nullopt on any failure.
+  // The time one store operation may take, whatever number of Redis calls
+  // it makes: what the session waits at most.
+  steady_time from_now() const { return std::chrono::steady_clock::now() + settings_.timeout; }
+
+  // EVALSHA, loading the script on NOSCRIPT, all by `deadline`; nullopt on
+  // any failure.
   asio::awaitable<std::optional<redis_value>> script(std::vector<std::string> args,
-                                                     const char* source) {
-    auto reply = co_await call(args);
+                                                     const char* source, steady_time deadline) {
+    auto reply = co_await call(args, deadline);
     if (reply && reply->type == REDIS_REPLY_ERROR && reply->text.starts_with("NOSCRIPT")) {
       std::vector<std::string> load{"SCRIPT", "LOAD", source};  // named: see limit_check.cpp
-      auto loaded = co_await call(std::move(load));
+      auto loaded = co_await call(std::move(load), deadline);
       if (!loaded || !loaded->ok()) co_return std::nullopt;
-      reply = co_await call(args);
+      reply = co_await call(args, deadline);
     }
     if (!reply || !reply->ok()) {
       if (reply) ops::event("REDIS", ops::severity::warning).add("error", reply->text).emit();
@@ -740,12 +748,11 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
     co_return reply;
   }
 
-  // One command, answered within `timeout` from the call (connecting
-  // included); nullopt when Redis is down, slow, no longer the primary, or
-  // the circuit is open.
-  asio::awaitable<std::optional<redis_value>> call(std::vector<std::string> args) {
+  // One command, answered by `deadline` (connecting included); nullopt when Redis is down, slow, no
+  // longer the primary, or the circuit is open.
+  asio::awaitable<std::optional<redis_value>> call(std::vector<std::string> args,
+                                                   steady_time deadline) {
     auto executor = co_await asio::this_coro::executor;
-    const auto deadline = std::chrono::steady_clock::now() + settings_.timeout;
     auto& st = thread_connection(executor);
     if (!co_await ensure_connected(st, executor, deadline)) co_return std::nullopt;
     const auto generation = st.generation;
