@@ -253,8 +253,8 @@ asio::awaitable<score> engine::score_all(const std::vector<site>& sites, std::st
   auto executor = co_await asio::this_coro::executor;
   const auto deadline = clock::now() + settings_.timeout;
   // The lookups run as their own coroutines so that a slow list cannot hold
-  // the others, and so that an answer arriving after our deadline still fills
-  // the cache for the next client.
+  // the others. Each stops at the same deadline: a list that answers later
+  // is a timeout, not cached, and asked again by the next client.
   struct gather {
     explicit gather(asio::any_io_executor e, std::size_t n)
         : results(n), done(n, false), remaining(n), timer(std::move(e)) {}
