@@ -131,7 +131,8 @@ boost::asio::awaitable<verdict> limit_check::greylist(const check_input& input) 
   if (!input.transaction.null_sender &&
       cfg_->greylist_allowlist_senders.matches(input.transaction.sender.domain))
     co_return verdict::pass();
-  auto network = co_await greylist_client(session);
+  if (!session.greylist_as) session.greylist_as = co_await greylist_client(session);
+  const std::string& network = *session.greylist_as;
   std::string triplet = "g:" + network + ":" + lower_ascii(input.transaction.sender.text()) + ":" +
                         lower_ascii(input.recipient ? input.recipient->text() : "");
   auto answer = co_await store_->greylist(triplet, "gc:" + network, cfg_->greylist,

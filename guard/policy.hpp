@@ -37,6 +37,10 @@ struct session_facts {
   bool allowlisted = false;  // access OK or a DNS allowlist: later checks may skip
   int dnsbl_score = 0;
   bool passed_before = false;  // in the pass cache: DNS lists and greet pause are skipped
+  // Who the client is to greylisting (its network, or its confirmed name's
+  // domain): found at the first RCPT that asks, kept for the session, since
+  // its DNS lookups may each take dnsbl.timeout when DNS is down.
+  mutable std::optional<std::string> greylist_as;
 };
 
 struct envelope {

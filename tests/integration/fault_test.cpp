@@ -366,6 +366,36 @@ TEST(Fault, DnsBlackHoledSessionsServedWithinTheTimeout) {
   EXPECT_NE(log.find("client=127.41.1.1 score=0 listed=\"\" timeouts=2"), std::string::npos) << log;
 }
 
+// Greylisting by confirmed name asks DNS once per session: with DNS
+// black-holed, a message to several recipients waits dnsbl.timeout once,
+// not once per recipient.
+TEST(Fault, DnsBlackHoledGreylistLooksUpTheClientOncePerSession) {
+  temp_dir dir;
+  rbldnsd dns(dir);
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[dnsbl]\nresolvers = [" + quoted(dns.resolver()) +
+                                "]\ntimeout = \"400ms\"\nquery_timeout = \"200ms\"\n"
+                                "health_interval = \"0s\"\n"
+                                "\n[greylist]\nenabled = true\nfcrdns = true\n"));
+  dns.pause();
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  c.read_reply();
+  ASSERT_EQ(c.command("EHLO client.test").code, 250);
+  ASSERT_EQ(c.command("MAIL FROM:<a@remote.example>").code, 250);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 4; ++i) {
+    auto r = c.command("RCPT TO:<user" + std::to_string(i) + "@example.org>");
+    EXPECT_EQ(r.code, 451) << r.text;
+    EXPECT_NE(r.text.find("greylisted"), std::string::npos) << r.text;
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  dns.resume();
+  EXPECT_GE(took, 350ms) << "the first recipient waited for DNS";
+  EXPECT_LT(took, 1000ms) << "the others did not";
+}
+
 // --- the next hop ---------------------------------------------------------------------------
 
 // `cfg` with `keys` added to its [relay] section.
