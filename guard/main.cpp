@@ -481,7 +481,11 @@ int main(int argc, char** argv) {
           if (ec) co_return;
         }
       },
-      [](std::exception_ptr) {});
+      [](std::exception_ptr e) {
+        // Without the beat other gateways stop counting our sessions after
+        // limits.lease_ttl: worth an error line, never silence.
+        if (e) ops::log_message(ops::severity::error, "LEASES", "heartbeat ended by exception");
+      });
   // Everything is bound: the rest of the life needs no root.
   if (!cfg->values.server.user.empty()) {
     if (auto problem = drop_privileges(cfg->values.server.user); !problem.empty()) {

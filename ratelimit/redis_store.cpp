@@ -907,8 +907,9 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
       auto* state = &st;
       asio::co_spawn(
           executor, [self, state]() { return self->connect(*state); },
-          [](std::exception_ptr e) {
+          [state](std::exception_ptr e) {
             if (!e) return;
+            state->connecting = false;  // or no call would ever connect again
             try {
               std::rethrow_exception(e);
             } catch (const std::exception& ex) {
@@ -942,8 +943,9 @@ class redis_store final : public state_store, public std::enable_shared_from_thi
     auto self = shared_from_this();
     asio::co_spawn(
         executor, [self, executor]() { return self->ask_for_primary(executor); },
-        [](std::exception_ptr e) {
+        [self](std::exception_ptr e) {
           if (!e) return;
+          self->checking_primary_ = false;  // or the sentinels are never asked again
           try {
             std::rethrow_exception(e);
           } catch (const std::exception& ex) {
