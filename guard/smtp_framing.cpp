@@ -88,7 +88,12 @@ void data_reader::end_line(bool crlf) {
     message_.append("\r\n");
   }
   clean_start_ = crlf;
-  line_.clear();
+  // A long line's buffer would stay with the reader while the message is
+  // scanned and relayed: a second copy of it.
+  if (line_.capacity() > 64 * 1024)
+    std::string().swap(line_);
+  else
+    line_.clear();
 }
 
 std::size_t data_reader::feed(std::string_view bytes) {

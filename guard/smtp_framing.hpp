@@ -73,6 +73,8 @@ class data_reader {
   std::size_t size() const { return size_; }  // bytes of content seen, even past the limit
   // The message (CRLF lines, unstuffed); empty once too_big.
   std::string& message() { return message_; }
+  // Memory the reader holds (capacities), for the bounded-memory tests.
+  std::size_t held_bytes() const { return message_.capacity() + line_.capacity(); }
   std::size_t bare_lf() const { return bare_lf_; }
   std::size_t bare_cr() const { return bare_cr_; }
 

@@ -298,6 +298,19 @@ TEST(data_reader, size_limit) {
   check_data_rows(rows);
 }
 
+// A message of one long line is held once, not twice: the line's buffer
+// goes when the line ends (the message is scanned and relayed after).
+TEST(data_reader, a_long_line_is_not_held_twice) {
+  data_reader reader(8 << 20);
+  const std::string line(4 << 20, 'x');
+  reader.feed(line);
+  reader.feed("\r\n.\r\n");
+  ASSERT_TRUE(reader.done());
+  EXPECT_EQ(reader.message().size(), line.size() + 2);
+  EXPECT_LT(reader.held_bytes(), reader.message().capacity() + 64 * 1024)
+      << "the line's buffer is still held beside the message";
+}
+
 TEST(data_reader, counts_odd_line_ends) {
   auto r = read_data("a\nb\rc\r\n.\r\n", 1000);
   EXPECT_TRUE(r.done);
