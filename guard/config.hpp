@@ -94,6 +94,7 @@ struct access_settings {
 struct header_rule_settings {
   std::vector<std::string> rules;
   std::int64_t max_header_size = 0;
+  std::int64_t max_header_lines = 0;
   std::vector<std::string> body_rules;
   std::int64_t body_size_limit = 0;
 };

@@ -153,6 +153,10 @@ const setting_spec table[] = {
     {"header_rules", "max_header_size", value_kind::size, "102400", 1024, 1 << 24,
      "A longer unfolded header line is matched on its first this many bytes.",
      MXG_FIELD(header_rules, max_header_size)},
+    {"header_rules", "max_header_lines", value_kind::integer, "10000", 100, 10000000,
+     "With header rules set, a message with more (unfolded) header lines is refused with "
+     "`552 5.3.4`: each line is matched against every rule on an I/O thread.",
+     MXG_FIELD(header_rules, max_header_lines)},
     {"header_rules", "body_rules", value_kind::string_list, "[]", 0, 0,
      "The same rules over the body's lines (Postfix body_checks); a rule counts once a message.",
      MXG_FIELD(header_rules, body_rules)},

@@ -6,9 +6,9 @@ namespace mxguard::guard {
 
 boost::asio::awaitable<verdict> header_rule_check::evaluate(stage, const check_input& input) {
   std::vector<std::string> warnings;
-  auto v = cfg_->header_rules.check(
-      input.message, static_cast<std::size_t>(cfg_->values.header_rules.max_header_size),
-      &warnings);
+  const auto& limits = cfg_->values.header_rules;
+  auto v = cfg_->header_rules.check(input.message, static_cast<std::size_t>(limits.max_header_size),
+                                    &warnings, static_cast<std::size_t>(limits.max_header_lines));
   if (!v.decided() && cfg_->body_rules.size() > 0) {
     auto body = cfg_->body_rules.check_body(
         input.message, static_cast<std::size_t>(cfg_->values.header_rules.body_size_limit),

@@ -105,6 +105,9 @@ std::optional<header_rule> header_rule_set::parse_line(std::string_view line, st
     return std::nullopt;
   }
   RE2::Options options;
+  // Bytes, like Postfix's regexp tables: in UTF-8 mode `.` would not match
+  // a lone Latin-1 byte ("Caf\xE9 Casino").
+  options.set_encoding(RE2::Options::EncodingLatin1);
   options.set_case_sensitive(case_sensitive);
   options.set_log_errors(false);
   options.set_max_mem(8 << 20);
@@ -119,17 +122,30 @@ std::optional<header_rule> header_rule_set::parse_line(std::string_view line, st
 }
 
 verdict header_rule_set::check(std::string_view message, std::size_t max_header_size,
-                               std::vector<std::string>* warnings) const {
+                               std::vector<std::string>* warnings,
+                               std::size_t max_header_lines) const {
   verdict result;
   if (rules_.empty()) return result;
+  // A WARN rule scores once however many lines it matches: repeated header
+  // lines cannot run the score up (or, with a negative score, down).
+  std::vector<bool> warned(rules_.size(), false);
+  std::size_t lines = 0;
   for_each_header(message, max_header_size, [&](std::string_view header) {
     if (result.decided()) return;
+    if (++lines > max_header_lines) {
+      result.what = action::reject;
+      result.rule = "header_rules:max_header_lines";
+      result.reply = "552 5.3.4 Error: message header has too many lines";
+      return;
+    }
     for (std::size_t i = 0; i < rules_.size(); ++i) {
       const auto& rule = rules_[i];
       if (!RE2::PartialMatch(header, *rule.pattern)) continue;
       std::string name = "header_rules[" + std::to_string(i) + "]";
       switch (rule.what) {
         case header_action::warn:
+          if (warned[i]) break;
+          warned[i] = true;
           if (warnings) warnings->push_back(name + (rule.text.empty() ? "" : " " + rule.text));
           result.score += rule.score;
           break;

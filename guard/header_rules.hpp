@@ -12,6 +12,7 @@
 // input: a hostile header cannot make a rule backtrack for seconds.
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,9 +53,13 @@ class header_rule_set {
   const std::vector<header_rule>& rules() const { return rules_; }
 
   // The verdict of the first REJECT/DISCARD rule to match any header line;
-  // WARN matches are appended to `warnings` (rule text) and do not decide.
+  // WARN matches are appended to `warnings` (rule text) and do not decide;
+  // each WARN rule scores once a message. A header section of more than
+  // `max_header_lines` logical lines is refused (552 5.3.4): every line is
+  // matched against every rule.
   verdict check(std::string_view message, std::size_t max_header_size,
-                std::vector<std::string>* warnings) const;
+                std::vector<std::string>* warnings,
+                std::size_t max_header_lines = std::numeric_limits<std::size_t>::max()) const;
   // The same rules over the body's lines (Postfix body_checks), the first
   // `body_limit` bytes; WARN scores are summed into the verdict's score.
   verdict check_body(std::string_view message, std::size_t body_limit,

@@ -1101,6 +1101,12 @@ asio::awaitable<void> session::deliver(data_reader& reader) {
     co_return co_await refuse("end_of_data", "max_message_size",
                               "552 5.3.4 Error: message too large");
   }
+  // A first line that is folded (begins with a space or tab) has no header
+  // to continue but ours, at the next hop: "Received: ...\r\n x\r\nSubject:
+  // forged" would pass our header rules as body and arrive as headers. An
+  // empty line before it makes it the body everywhere.
+  if (auto& m = reader.message(); !m.empty() && (m.front() == ' ' || m.front() == '\t'))
+    m.insert(0, "\r\n");
   if (reader.bare_lf() || reader.bare_cr())
     ops::event("NORMALIZE")
         .add("sid", facts_.id)

@@ -29,6 +29,28 @@ TEST(Relay, MessageArrivesByteExact) {
   EXPECT_NE(dumps[0].find("by mx.example.org (mxguard)"), std::string::npos);
 }
 
+// A message whose first line is folded would continue our Received header
+// at the next hop, and what follows (a forged Subject or X-Spam-Status,
+// passed by the header rules as body) would be headers there: an empty
+// line keeps it body.
+TEST(Relay, FoldedFirstLineStaysBody) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[header_rules]\nrules = [\"/^Subject:.*Casino/ REJECT no\"]\n"));
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  c.read_reply();
+  ASSERT_EQ(c.start_transaction("sender@remote.example", "user@example.org").code, 250);
+  const std::string message = " x\r\nSubject: Casino\r\nX-Spam-Status: No\r\n\r\nbody\r\n";
+  EXPECT_EQ(c.send_message(message).code, 250);
+  ASSERT_TRUE(sink.wait_messages(1));
+  const auto dump = sink.messages().front();
+  EXPECT_NE(dump.find("(mxguard)"), std::string::npos) << dump;
+  // Our Received header, then the empty line, then the client's text.
+  EXPECT_NE(dump.find("\n\n x\nSubject: Casino\n"), std::string::npos) << dump;
+}
+
 TEST(Relay, DotStuffingRoundTrip) {
   temp_dir dir;
   smtp_sink sink(dir);

@@ -304,6 +304,39 @@ TEST(header_rule_set, check_truncates_long_headers) {
   EXPECT_EQ(rules.check(message, 4096, nullptr).what, action::reject);
 }
 
+// A WARN rule scores once a message: 500 copies of a header do not add
+// (or, with a negative score, take away) 500 times.
+TEST(header_rule_set, warn_scores_once_a_message) {
+  const auto rules = make_rules({"/^X-Mailer: Known/ WARN score=-2 known mailer"});
+  std::string message;
+  for (int i = 0; i < 500; ++i) message += "X-Mailer: Known " + std::to_string(i) + "\r\n";
+  message += "\r\nbody\r\n";
+  std::vector<std::string> warnings;
+  auto v = rules.check(message, 1000, &warnings);
+  EXPECT_FALSE(v.decided());
+  EXPECT_DOUBLE_EQ(v.score, -2);
+  EXPECT_EQ(warnings.size(), 1u);
+}
+
+// Bytes, not UTF-8: `.` matches a Latin-1 byte as Postfix's regexp does.
+TEST(header_rule_set, rules_match_bytes) {
+  const auto rules = make_rules({"/^Subject:.*Casino/ REJECT no"});
+  EXPECT_EQ(rules.check("Subject: Caf\xE9 Casino\r\n\r\n", 1000, nullptr).what, action::reject);
+}
+
+// Every header line is matched against every rule: their number is capped.
+TEST(header_rule_set, too_many_header_lines_refused) {
+  const auto rules = make_rules({"/^Subject: never/ REJECT no"});
+  std::string message;
+  for (int i = 0; i < 150; ++i) message += "a: b\r\n";
+  message += "\r\nbody\r\n";
+  EXPECT_FALSE(rules.check(message, 1000, nullptr, 150).decided());
+  auto v = rules.check(message, 1000, nullptr, 149);
+  EXPECT_EQ(v.what, action::reject);
+  EXPECT_EQ(v.reply, "552 5.3.4 Error: message header has too many lines");
+  EXPECT_EQ(v.rule, "header_rules:max_header_lines");
+}
+
 TEST(header_rule_set, empty_set_passes) {
   header_rule_set none;
   std::vector<std::string> warnings;
