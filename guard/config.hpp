@@ -60,6 +60,7 @@ struct server_settings {
   duration session_timeout{};
   duration error_delay{};
   duration greet_pause{};
+  duration refused_session_time{};
   std::string banner;
   bool add_received_header = true;
   std::vector<std::string> proxy_protocol_from;

@@ -88,6 +88,11 @@ const setting_spec table[] = {
      "Early-talker test: send a `220-` teaser and wait this long; a client that talks before "
      "the greeting is refused (postscreen uses 6s). 0 = off.",
      MXG_FIELD(server, greet_pause)},
+    {"server", "refused_session_time", value_kind::duration, R"("10s")", 100, minute,
+     "A client refused at connect (a `554` greeting: access list, DNS lists, early talker) is "
+     "answered `503` to up to five commands and `221` to QUIT for this long, then closed "
+     "(RFC 5321 3.1); its session slot is free again.",
+     MXG_FIELD(server, refused_session_time)},
     {"server", "banner", value_kind::string, R"("ESMTP mxguard")", 0, 0,
      "Text after the hostname in the 220 greeting.", MXG_FIELD(server, banner)},
     {"server", "add_received_header", value_kind::boolean, "true", 0, 0,

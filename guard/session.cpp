@@ -339,12 +339,15 @@ asio::awaitable<bool> session::talked_early() {
 
 // RFC 5321 §3.1: a server that greets with 554 must not close at once but
 // wait for QUIT, answering 503 to anything else. Kept short and cheap: a few
-// commands within goodbye_time, then the connection is closed anyway.
+// commands within server.refused_session_time, then the connection is closed
+// anyway.
 asio::awaitable<void> session::refused_dialogue(std::string greeting) {
   reply(greeting);
-  const auto until = clock::now() + goodbye_time;
-  for (int commands = 0; commands < 5 && !quit_ && clock::now() < until; ++commands) {
-    set_deadline(until - clock::now());
+  // The whole dialogue, farewell included, within refused_session_time: as
+  // the session's own end, since each command would otherwise get the full
+  // command_timeout (a silent refused client held its slot for minutes).
+  session_deadline_ = std::min(session_deadline_, clock::now() + limits_.refused_session_time);
+  for (int commands = 0; commands < 5 && !quit_ && clock::now() < session_deadline_; ++commands) {
     auto line = co_await next_command();
     if (!line) break;
     if (line->state == line_buffer::status::ok && parse_command(line->text).what == verb::quit) {
@@ -353,9 +356,7 @@ asio::awaitable<void> session::refused_dialogue(std::string greeting) {
     }
     reply("503 5.5.1 Error: no service for you here, send QUIT");
   }
-  expired_ = false;
-  set_deadline(goodbye_time);
-  co_await flush();
+  if (!expired_) co_await flush();
   quit_ = true;
 }
 

@@ -95,6 +95,24 @@ TEST(Reload, RestartOnlyKeysAreNamedAndKeptTheRestApplies) {
   EXPECT_NE(greeting.text.find("ESMTP reloaded"), std::string::npos) << greeting.text;
 }
 
+// A refused client that says nothing more is closed after
+// server.refused_session_time, not after command_timeout: its slot (and its
+// per-IP count) is free again at once.
+TEST(Access, SilentRefusedClientIsClosedAfterTheRefusedSessionTime) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "refused_session_time = \"1s\"\n",
+                            "\n[access]\nrules = [\"127.0.0.1 REJECT go away\"]\n"));
+  smtp_client c;
+  ASSERT_TRUE(c.connect(mx.port()));
+  EXPECT_EQ(c.read_reply().code, 554);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.closed_by_peer(5s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 800ms);
+  EXPECT_LT(took, 3s);
+}
+
 TEST(Access, RejectDeferAndOkAtConnect) {
   temp_dir dir;
   smtp_sink sink(dir);
