@@ -99,7 +99,9 @@ const setting_spec table[] = {
      "Prepend a Received: trace header to relayed mail (RFC 5321 §4.4).",
      MXG_FIELD(server, add_received_header)},
     {"server", "proxy_protocol_from", value_kind::string_list, "[]", 0, 0,
-     "Load balancers (CIDR) whose connections start with a PROXY protocol v1/v2 header.",
+     "Load balancers (CIDR) whose connections start with a PROXY protocol v1/v2 header (v2 "
+     "TLVs up to 64 KiB are skipped). A header naming no client (v2 `LOCAL` health checks, "
+     "`UNKNOWN`) stands for the balancer itself: counted, never trusted.",
      MXG_FIELD(server, proxy_protocol_from)},
     {"server", "proxy_protocol_timeout", value_kind::duration, R"("10s")", 100, 10 * minute,
      "Time for a load balancer to send its PROXY header.",

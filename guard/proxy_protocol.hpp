@@ -21,9 +21,10 @@ struct proxy_header {
   std::optional<boost::asio::ip::tcp::endpoint> source;
 };
 
-// Longest possible header we need to see: v1 is at most 107 bytes; v2 is 16
-// plus the address block (we accept at most 216 bytes of TLVs after it).
-inline constexpr std::size_t proxy_header_max = 232;
+// Longest possible header: v1 is at most 107 bytes; v2 is 16 plus its
+// length field, up to 64 KiB: HAProxy's TLVs (SSL details, unique IDs, cloud
+// endpoint IDs) can take more than a few hundred bytes.
+inline constexpr std::size_t proxy_header_max = 16 + 65535;
 
 proxy_header parse_proxy_header(std::string_view bytes);
 

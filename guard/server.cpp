@@ -1,11 +1,15 @@
 #include "server.hpp"
 
+#include <algorithm>
+#include <vector>
+
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -53,7 +57,11 @@ void log_connect_refusal(const tcp::endpoint& client, const verdict& v, daemon_s
   if (!v.rule.starts_with("blocklist:")) state.blocks().event(v.rule, client.address(), false);
 }
 
-void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
+// `client_known`: false for a balancer's connection whose PROXY header named
+// no client (LOCAL health checks, UNKNOWN): its own address stands in, for
+// the caps and the logs, but earns no trust and no access-list OK.
+void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state,
+           bool client_known = true) {
   auto snapshot = state.current();
   const auto& cfg = *snapshot->cfg;
   const auto address = normalize(client.address());
@@ -87,7 +95,8 @@ void admit(tcp::socket socket, tcp::endpoint client, daemon_state& state) {
   std::optional<verdict> refusal_at_connect;
   if (access.what == action::reject) refusal_at_connect = access;
   start_session(std::move(socket), client, std::move(snapshot), state, std::move(slot),
-                access.what == action::accept, std::move(refusal_at_connect));
+                client_known && access.what == action::accept, std::move(refusal_at_connect),
+                client_known);
 }
 
 // Reads the PROXY header a balancer sends first. Peeks, so that not one
@@ -99,7 +108,8 @@ proxy_header invalid_header() {
 }
 
 asio::awaitable<proxy_header> peek_proxy_header(tcp::socket& socket) {
-  char buffer[proxy_header_max];
+  // Most headers fit the first size; one with many TLVs grows the buffer.
+  std::vector<char> buffer(256);
   proxy_header header;
   for (;;) {
     auto [wec] = co_await socket.async_wait(tcp::socket::wait_read, use_tuple);
@@ -107,9 +117,13 @@ asio::awaitable<proxy_header> peek_proxy_header(tcp::socket& socket) {
     boost::system::error_code ec;
     auto n = socket.receive(asio::buffer(buffer), tcp::socket::message_peek, ec);
     if (ec || n == 0) co_return invalid_header();
-    header = parse_proxy_header(std::string_view(buffer, n));
+    header = parse_proxy_header(std::string_view(buffer.data(), n));
     if (header.state != proxy_header::status::incomplete) co_return header;
-    if (n == sizeof buffer) co_return invalid_header();
+    if (n == buffer.size()) {
+      if (buffer.size() >= proxy_header_max) co_return invalid_header();
+      buffer.resize(std::min(proxy_header_max, buffer.size() * 16));
+      continue;  // more is there already
+    }
     // Not all of it has arrived yet: wait a little rather than spin on peek.
     asio::steady_timer pause(socket.get_executor(), std::chrono::milliseconds(5));
     co_await pause.async_wait(use_tuple);
@@ -138,11 +152,11 @@ asio::awaitable<void> read_proxy_header(tcp::socket socket, tcp::endpoint peer, 
     socket.close(ec);
     co_return;
   }
-  char buffer[proxy_header_max];
+  std::vector<char> consumed(header.length);
   boost::system::error_code ec;
-  socket.receive(asio::buffer(buffer, header.length), 0, ec);  // consume exactly the header
+  asio::read(socket, asio::buffer(consumed), ec);  // exactly the header, peeked whole before
   if (ec) co_return;
-  admit(std::move(socket), header.source.value_or(peer), state);
+  admit(std::move(socket), header.source.value_or(peer), state, header.source.has_value());
 }
 
 }  // namespace

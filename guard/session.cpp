@@ -65,7 +65,7 @@ class session : public std::enable_shared_from_this<session> {
  public:
   session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
           std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state, session_slot slot,
-          bool allowlisted, std::optional<verdict> preset_refusal)
+          bool allowlisted, std::optional<verdict> preset_refusal, bool client_known)
       : snapshot_(std::move(snapshot)),
         cfg_(*snapshot_->cfg),
         limits_(cfg_.values.server),
@@ -80,7 +80,7 @@ class session : public std::enable_shared_from_this<session> {
     facts_.id = fmt::format("{:012x}", state.next_session_number());
     facts_.client = normalize(client.address());
     facts_.client_port = client.port();
-    facts_.trusted = cfg_.is_trusted(facts_.client);
+    facts_.trusted = client_known && cfg_.is_trusted(facts_.client);
     client_text_ = endpoint_text(facts_.client, facts_.client_port);
   }
 
@@ -1204,9 +1204,10 @@ asio::awaitable<void> session::relay_message(
 
 void start_session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
                    std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state,
-                   session_slot slot, bool allowlisted, std::optional<verdict> preset_refusal) {
+                   session_slot slot, bool allowlisted, std::optional<verdict> preset_refusal,
+                   bool client_known) {
   std::make_shared<session>(std::move(socket), client, std::move(snapshot), state, std::move(slot),
-                            allowlisted, std::move(preset_refusal))
+                            allowlisted, std::move(preset_refusal), client_known)
       ->start();
 }
 

@@ -21,9 +21,11 @@ namespace mxguard::guard {
 // Starts a session on the socket's executor; returns at once.
 // `preset_refusal`: refused already at admission (access REJECT); the
 // session only carries out the RFC 5321 §3.1 dialogue of a 554 greeting.
+// `client_known`: false when `client` is a balancer's own address (a PROXY
+// header that names no client): never trusted.
 void start_session(boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp::endpoint client,
                    std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state,
                    session_slot slot, bool allowlisted,
-                   std::optional<verdict> preset_refusal = std::nullopt);
+                   std::optional<verdict> preset_refusal = std::nullopt, bool client_known = true);
 
 }  // namespace mxguard::guard

@@ -221,6 +221,20 @@ TEST(ProxyProtocol, RealClientAddressIsWhatChecksSee) {
     EXPECT_EQ(c.command("QUIT").code, 221);
   }
   {
+    // HAProxy with TLVs (SSL details, a unique ID, ...): 2000 bytes of them.
+    smtp_client c;
+    ASSERT_TRUE(c.connect(mx.port()));
+    std::string header = {
+        '\x0D', '\x0A', '\x0D', '\x0A', '\x00', '\x0D', '\x0A', '\x51', '\x55',
+        '\x49', '\x54', '\x0A', '\x21', '\x11', '\x07', '\xDC'};  // PROXY, TCP4, 12 + 2000 bytes
+    const unsigned char block[] = {198, 51, 100, 8, 192, 0, 2, 1, 0x04, 0xD3, 0x00, 0x19};
+    header.append(reinterpret_cast<const char*>(block), sizeof block);
+    header += std::string("\x04\x07\xCD", 3) + std::string(1997, 'x');  // one NOOP TLV
+    c.send(header);
+    EXPECT_EQ(c.read_reply().code, 220);
+    EXPECT_EQ(c.command("QUIT").code, 221);
+  }
+  {
     smtp_client c;  // no header from a balancer: dropped without a banner
     ASSERT_TRUE(c.connect(mx.port()));
     c.send("EHLO not-a-proxy\r\n");
@@ -229,6 +243,32 @@ TEST(ProxyProtocol, RealClientAddressIsWhatChecksSee) {
   std::this_thread::sleep_for(100ms);
   auto log = mx.log();
   EXPECT_NE(log.find("client=198.51.100.7:1234"), std::string::npos) << log;
+  EXPECT_NE(log.find("client=198.51.100.8:1235"), std::string::npos) << log;
+}
+
+// A balancer's health check (PROXY v2 LOCAL) names no client: the
+// balancer's own address stands in but earns no trust, even when the
+// balancer sits inside relay.trusted_networks.
+TEST(ProxyProtocol, HeaderWithoutAClientIsNeverTrusted) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  std::string cfg =
+      base_config(quoted(sink.address()), "proxy_protocol_from = [\"127.0.0.1\"]\n",
+                  "\n[[route]]\ndomain = \"*\"\nnext_hops = [" + quoted(sink.address()) + "]\n");
+  cfg.replace(cfg.find("command_timeout = \"5s\"\n"), 0, "trusted_networks = [\"127.0.0.0/8\"]\n");
+  guard mx(dir, cfg);
+  auto outbound_from = [&](const std::string& header) {
+    smtp_client c;
+    if (!c.connect(mx.port())) return 0;
+    c.send(header);
+    if (c.read_reply().code != 220) return 0;
+    return c.start_transaction("a@example.org", "someone@elsewhere.example").code;
+  };
+  const std::string local = std::string("\x0D\x0A\x0D\x0A\x00\x0D\x0A\x51\x55\x49\x54\x0A", 12) +
+                            std::string("\x20\x00\x00\x00", 4);  // LOCAL, no addresses
+  EXPECT_EQ(outbound_from(local), 554);
+  // The same balancer naming a trusted client may relay.
+  EXPECT_EQ(outbound_from("PROXY TCP4 127.0.0.9 127.0.0.1 40000 25\r\n"), 250);
 }
 
 TEST(Reload, BadFileKeepsOldConfigurationGoodFileApplies) {
