@@ -202,7 +202,15 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, daemon_state& state) 
                      });
       continue;
     }
-    admit(std::move(socket), peer, state);
+    // One connection's failure (an allocation, a socket error thrown) is
+    // that connection's: the loop goes on, or this worker's listener would
+    // take its share of new connections and never answer them.
+    try {
+      admit(std::move(socket), peer, state);
+    } catch (const std::exception& e) {
+      ops::log_message(ops::severity::error, "ACCEPT_ERROR",
+                       fmt::format("{}: {}", endpoint_text(peer), e.what()));
+    }
   }
 }
 
