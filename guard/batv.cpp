@@ -1,5 +1,6 @@
 #include "batv.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -117,7 +118,10 @@ batv_check batv_verify(const batv_keys& keys, std::string_view address, std::int
   std::string canonical = at == std::string_view::npos ? std::string(original)
                                                        : std::string(original.substr(0, at + 1)) +
                                                              lower(original.substr(at + 1));
-  if (signature(key->second, std::string(kddd) + canonical) != sig) {
+  // Compared in constant time: how far a guess matched must not show.
+  const auto expected = signature(key->second, std::string(kddd) + canonical);
+  if (expected.size() != sig.size() ||
+      CRYPTO_memcmp(expected.data(), sig.data(), sig.size()) != 0) {
     result.status = batv_status::bad_signature;
     return result;
   }

@@ -872,23 +872,32 @@ std::optional<verdict> session::bounce_rules(mailbox& rcpt) {
   if (!envelope_.recipients.empty())
     return refusal("null_sender_recipients",
                    "550 5.5.3 Error: a bounce (null sender) has only one recipient");
+  // A valid tag goes first: the inner server knows the plain address, and a
+  // double bounce to a tagged double-bounce@ is a double bounce all the same.
+  batv_check check;
+  if (batv_domain) {
+    check = batv_verify(cfg_.batv, rcpt.text(), days_since_epoch());
+    if (check.status == batv_status::valid) rcpt = split_mailbox(check.original);
+  }
   if (cfg_.is_double_bounce_address(rcpt)) {
     if (!cfg_.discard_double_bounces)
       return refusal("double_bounce", "550 5.7.1 Error: double bounce not accepted");
     envelope_.discard = true;
     return std::nullopt;
   }
-  if (!batv_domain) return std::nullopt;
+  if (!batv_domain || check.status == batv_status::valid) return std::nullopt;
+  // Clients exempt (list servers) are not checked for tags at all: a
+  // well-formed tag, expired or not, is taken off for the inner server.
+  for (const auto& n : cfg_.batv_exempt_clients)
+    if (n.contains(facts_.client)) {
+      if (check.status != batv_status::untagged && check.status != batv_status::malformed)
+        rcpt = split_mailbox(check.original);
+      return std::nullopt;
+    }
   const auto address = lower_ascii(rcpt.text());
-  bool exempt = lower_ascii(rcpt.local) == "postmaster" ||
-                cfg_.batv_exempt_recipients.contains(address) ||
-                cfg_.batv_exempt_recipients.contains("@" + lower_ascii(rcpt.domain));
-  for (const auto& n : cfg_.batv_exempt_clients) exempt = exempt || n.contains(facts_.client);
-  auto check = batv_verify(cfg_.batv, rcpt.text(), days_since_epoch());
-  if (check.status == batv_status::valid) {
-    rcpt = split_mailbox(check.original);  // the inner server knows the plain address
-    return std::nullopt;
-  }
+  const bool exempt = lower_ascii(rcpt.local) == "postmaster" ||
+                      cfg_.batv_exempt_recipients.contains(address) ||
+                      cfg_.batv_exempt_recipients.contains("@" + lower_ascii(rcpt.domain));
   if (exempt && check.status == batv_status::untagged) return std::nullopt;
   // A bounce for mail we never sent: the backscatter of a forgery.
   return refusal(std::string("batv_") + to_string(check.status),
@@ -900,8 +909,11 @@ std::optional<verdict> session::bounce_rules(mailbox& rcpt) {
 // from our own domains (from trusted clients to other domains).
 std::string session::outbound_sender(const mailbox& first_rcpt) const {
   const auto& sender = envelope_.sender;
+  // Never a tag on the senders of bounces (double-bounce@, MAILER-DAEMON@):
+  // what answers them is a double bounce, known by the plain address.
   if (envelope_.null_sender || !facts_.trusted || cfg_.batv_domains.patterns().empty() ||
-      !cfg_.batv_domains.matches(sender.domain) || cfg_.relay_domains.matches(first_rcpt.domain) ||
+      cfg_.is_double_bounce_address(sender) || !cfg_.batv_domains.matches(sender.domain) ||
+      cfg_.relay_domains.matches(first_rcpt.domain) ||
       lower_ascii(sender.local).starts_with("prvs="))
     return sender.text();
   return batv_sign(cfg_.batv, sender.text(), days_since_epoch());

@@ -110,6 +110,49 @@ TEST(Batv, RoundTripOutboundTaggedBounceStrippedForgedRefused) {
   }
   // postmaster takes untagged bounces (RFC 5321 §4.5.1).
   EXPECT_EQ(remote.start_transaction("", "postmaster@example.org").code, 250);
+
+  // The senders of bounces get no tag: what answers them is a double bounce.
+  ASSERT_EQ(out.command("RSET").code, 250);
+  ASSERT_EQ(out.command("MAIL FROM:<MAILER-DAEMON@example.org>").code, 250);
+  ASSERT_EQ(out.command("RCPT TO:<friend@elsewhere.example>").code, 250);
+  ASSERT_EQ(out.send_message(make_message("notice", "x\r\n")).code, 250);
+  ASSERT_TRUE(outbound.wait_messages(2));
+  bool plain = false;
+  for (const auto& m : outbound.messages())
+    plain = plain || m.find("X-Mail-Args: <MAILER-DAEMON@example.org>") != std::string::npos;
+  EXPECT_TRUE(plain);
+
+  // A double bounce to a tagged address is one all the same: stripped, then
+  // discarded (alice made a double-bounce address for the test).
+  mx.reload(bounce_config(dir, inner, outbound, "2",
+                          "\n[bounce]\ndouble_bounce_addresses = [\"alice@example.org\"]\n"));
+  std::this_thread::sleep_for(300ms);
+  smtp_client late;
+  ASSERT_TRUE(late.connect_from("127.0.0.9", mx.port()));
+  late.read_reply();
+  ASSERT_EQ(late.start_transaction("", tagged).code, 250);
+  EXPECT_EQ(late.send_message("Subject: double bounce\r\n\r\nx\r\n").code, 250);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(inner.messages().size(), 1u) << "only the first bounce went in";
+}
+
+// A list server (batv.exempt_clients) is not checked for tags at all: its
+// late bounce to an expired tag goes in.
+TEST(Batv, ExemptClientsAreNotCheckedForTags) {
+  temp_dir dir;
+  smtp_sink inner(dir, {}, "inner");
+  smtp_sink outbound(dir, {}, "outbound");
+  auto cfg = bounce_config(dir, inner, outbound);
+  cfg.replace(cfg.find("sign_key = 2\n"), 13, "sign_key = 2\nexempt_clients = [\"127.0.0.7\"]\n");
+  guard mx(dir, cfg);
+  const std::string expired = "prvs=2999abcdef=alice@example.org";
+  for (auto [client, code] : {std::pair{"127.0.0.7", 250}, std::pair{"127.0.0.9", 550}}) {
+    SCOPED_TRACE(client);
+    smtp_client c;
+    ASSERT_TRUE(c.connect_from(client, mx.port()));
+    c.read_reply();
+    EXPECT_EQ(c.start_transaction("", expired).code, code);
+  }
 }
 
 TEST(Batv, OldKeyStillAcceptedAfterRotation) {
