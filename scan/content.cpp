@@ -191,6 +191,10 @@ std::optional<std::string> rewrite_headers(std::string_view message,
       while (spaces < value.size() && (value[spaces] == ' ' || value[spaces] == '\t')) ++spaces;
       out.append("Subject: ");
       out.append(subject_prefix);
+      // An encoded-word must stand apart (RFC 2047 5): "[SPAM]=?UTF-8?..."
+      // would show as the raw text.
+      if (value.substr(spaces).starts_with("=?") && !subject_prefix.ends_with(' '))
+        out.push_back(' ');
       out.append(value.substr(spaces));
     } else {
       out.append(line);
