@@ -186,7 +186,16 @@ void scanner::reload_loop() {
     bool changed = forced;
     if (!changed && have_stat && stat_directory == source.directory)
       changed = cl_statchkdir(&stat) == 1;
+    auto take_stat = [&] {
+      if (have_stat) cl_statfree(&stat);
+      stat = cl_stat{};
+      have_stat = cl_statinidir(source.directory.c_str(), &stat) == CL_SUCCESS;
+      stat_directory = source.directory;
+    };
     if (changed) {
+      // The directory's state is taken before the load, not after: a file
+      // freshclam replaces while we load is a change for the next check.
+      take_stat();
       std::string error;
       if (load_now(source, error)) {
         // Logged by load_now.
@@ -198,12 +207,8 @@ void scanner::reload_loop() {
             .add("kept", current() ? current()->description() : std::string("none"))
             .emit();
       }
-    }
-    if (changed || !have_stat || stat_directory != source.directory) {
-      if (have_stat) cl_statfree(&stat);
-      stat = cl_stat{};
-      have_stat = cl_statinidir(source.directory.c_str(), &stat) == CL_SUCCESS;
-      stat_directory = source.directory;
+    } else if (!have_stat || stat_directory != source.directory) {
+      take_stat();
     }
     lock.lock();
   }
