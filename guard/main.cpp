@@ -437,6 +437,7 @@ int main(int argc, char** argv) {
       actions.drain = [&] {
         if (draining) return;
         draining = true;
+        state.draining().store(true);
         srv.stop_accepting();
         ops::event("DRAIN").add("sessions", state.slots().sessions()).emit();
         // Exit once the last session is done (or session_timeout passed).

@@ -73,6 +73,10 @@ class daemon_state {
   // /readyz): true until one fails.
   std::atomic<bool>& next_hop_reachable() { return next_hop_reachable_; }
 
+  // Set by `mxguardctl drain`: sessions between transactions close at their
+  // next command instead of being waited for until they time out.
+  std::atomic<bool>& draining() { return draining_; }
+
   // Message bytes held by all sessions and the scans they handed messages
   // to (server.max_buffered_bytes).
   std::atomic<std::int64_t>& buffered_bytes() { return *buffered_bytes_; }
@@ -95,6 +99,7 @@ class daemon_state {
   std::shared_ptr<std::atomic<std::int64_t>> buffered_bytes_ =
       std::make_shared<std::atomic<std::int64_t>>(0);
   std::atomic<bool> next_hop_reachable_{true};
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace mxguard::guard

@@ -452,6 +452,13 @@ asio::awaitable<void> session::run() {
 
 asio::awaitable<void> session::serve() {
   while (!quit_) {
+    // Draining: between transactions a session ends at its next command
+    // (RFC 5321 3.8), so that the drain does not wait for it to time out.
+    if (!envelope_.open && state_.draining().load(std::memory_order_relaxed)) {
+      co_await close_with(
+          fmt::format("421 4.3.2 {} Service shutting down, closing", limits_.hostname));
+      break;
+    }
     auto line = co_await next_command(true);
     if (!line) {
       if (idle_) co_return;

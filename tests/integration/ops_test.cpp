@@ -247,17 +247,26 @@ TEST(Ops, DrainFinishesOpenSessionsRefusesNewOnesAndExitsZero) {
   smtp_client open_session;
   ASSERT_EQ(connect_and_greet(open_session, "127.0.0.20", mx.port()).code, 220);
   ASSERT_EQ(open_session.start_transaction("a@remote.example", "user@example.org").code, 250);
+  smtp_client idle_session;
+  ASSERT_EQ(connect_and_greet(idle_session, "127.0.0.21", mx.port()).code, 220);
+  ASSERT_EQ(idle_session.command("EHLO idle.test").code, 250);
 
   auto drain = mxguardctl(dir, s, {"drain", "--wait", "0"});
   EXPECT_EQ(drain.status, 0) << drain.output;
-  EXPECT_NE(drain.output.find("draining 1 sessions"), std::string::npos) << drain.output;
+  EXPECT_NE(drain.output.find("draining 2 sessions"), std::string::npos) << drain.output;
   std::this_thread::sleep_for(200ms);
   smtp_client late;
   EXPECT_FALSE(late.connect(mx.port()) && late.read_reply(2s).code == 220)
       << "a new connection is refused while draining";
 
+  // A session between transactions ends at its next command; one inside a
+  // transaction finishes it first.
+  auto idle_next = idle_session.command("NOOP");
+  EXPECT_EQ(idle_next.code, 421) << idle_next.text;
+  EXPECT_NE(idle_next.text.find("shutting down"), std::string::npos) << idle_next.text;
+  EXPECT_TRUE(idle_session.closed_by_peer());
   EXPECT_EQ(open_session.send_message(make_message("last", "finishing\r\n")).code, 250);
-  EXPECT_EQ(open_session.command("QUIT").code, 221);
+  EXPECT_EQ(open_session.command("NOOP").code, 421);
   auto exit_status = mx.process().wait_exit(10s);
   ASSERT_TRUE(exit_status.has_value()) << "mxguard did not exit after draining";
   EXPECT_EQ(*exit_status, 0);
