@@ -439,6 +439,8 @@ int main(int argc, char** argv) {
         draining = true;
         state.draining().store(true);
         srv.stop_accepting();
+        // Sessions silent between transactions hear 421 now, not at their timeout.
+        state.sessions().wake_all_for_drain();
         ops::event("DRAIN").add("sessions", state.slots().sessions()).emit();
         // Exit once the last session is done (or session_timeout passed).
         boost::asio::co_spawn(

@@ -15,6 +15,7 @@
 #include "blocklist.hpp"
 #include "config.hpp"
 #include "limit_check.hpp"
+#include "live_sessions.hpp"
 #include "mxguard/dnsbl/dnsbl.hpp"
 #include "mxguard/ops/metrics.hpp"
 #include "mxguard/scan/scanner.hpp"
@@ -76,6 +77,8 @@ class daemon_state {
   // Set by `mxguardctl drain`: sessions between transactions close at their
   // next command instead of being waited for until they time out.
   std::atomic<bool>& draining() { return draining_; }
+  // Every session, for the drain to wake those waiting for a command.
+  live_sessions& sessions() { return sessions_; }
 
   // Message bytes held by all sessions and the scans they handed messages
   // to (server.max_buffered_bytes).
@@ -100,6 +103,7 @@ class daemon_state {
       std::make_shared<std::atomic<std::int64_t>>(0);
   std::atomic<bool> next_hop_reachable_{true};
   std::atomic<bool> draining_{false};
+  live_sessions sessions_;
 };
 
 }  // namespace mxguard::guard

@@ -7,6 +7,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -61,7 +62,7 @@ std::string endpoint_text(const asio::ip::address& a, std::uint16_t port) {
                    : fmt::format("{}:{}", a.to_string(), port);
 }
 
-class session : public std::enable_shared_from_this<session> {
+class session final : public std::enable_shared_from_this<session>, public live_sessions::member {
  public:
   session(asio::ip::tcp::socket socket, asio::ip::tcp::endpoint client,
           std::shared_ptr<const runtime_snapshot> snapshot, daemon_state& state, session_slot slot,
@@ -83,13 +84,36 @@ class session : public std::enable_shared_from_this<session> {
     facts_.trusted = client_known && cfg_.is_trusted(facts_.client);
     client_text_ = endpoint_text(facts_.client, facts_.client_port);
   }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+  ~session() {
+    if (registered_) state_.sessions().remove(*this);
+  }
 
   // The session's phases, each a coroutine run by drive(): run() (connect
   // stage and greeting), serve() (commands, as long as the client has more
   // to say) and close(). Between commands an idle plain-TCP session ends its
   // serve() coroutine and waits for the client with a callback: its frames
   // are freed, and an idle session costs its object, its socket and a wait.
-  void start() { drive(run()); }
+  void start() {
+    // Registered once shared: the drain reaches members through weak_from_this().
+    state_.sessions().add(*this);
+    registered_ = true;
+    drive(run());
+  }
+
+  // live_sessions::member
+  std::shared_ptr<live_sessions::member> share() override { return weak_from_this().lock(); }
+  void wake_for_drain() override {
+    asio::post(watchdog_.get_executor(), [self = shared_from_this()] {
+      // Only a wait for the next command between transactions is cut short;
+      // the loop's drain check then answers 421.
+      if (self->waiting_for_command_ && !self->envelope_.open && !self->finished_) {
+        self->drain_woken_ = true;
+        self->stream_.cancel();
+      }
+    });
+  }
 
  private:
   asio::awaitable<void> run();
@@ -181,11 +205,14 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point started_ = clock::now();
   clock::time_point session_deadline_;
   clock::time_point deadline_ = clock::time_point::max();
-  bool expired_ = false;             // the watchdog fired
-  bool finished_ = false;            // the session is over; the watchdog stops
-  bool closing_ = false;             // close() has been started
-  bool idle_ = false;                // serve() ended to wait for the client
-  std::optional<error_code> woken_;  // the idle wait's outcome, for the next read
+  bool expired_ = false;              // the watchdog fired
+  bool finished_ = false;             // the session is over; the watchdog stops
+  bool closing_ = false;              // close() has been started
+  bool idle_ = false;                 // serve() ended to wait for the client
+  std::optional<error_code> woken_;   // the idle wait's outcome, for the next read
+  bool waiting_for_command_ = false;  // blocked on the client in next_command or idle
+  bool drain_woken_ = false;          // that wait was cut short by a drain
+  bool registered_ = false;           // in daemon_state::sessions()
   bool quit_ = false;
   bool helo_seen_ = false;
   std::int64_t commands_ = 0;
@@ -246,8 +273,15 @@ void session::drive(asio::awaitable<void> phase) {
 void session::wait_for_client() {
   idle_ = false;
   if (relay_) relay_->release_buffer();
+  // A drain that began while serve() was ending: its wake found no wait to cut.
+  if (!envelope_.open && state_.draining().load(std::memory_order_relaxed)) {
+    drive(serve());
+    return;
+  }
+  waiting_for_command_ = true;
   stream_.socket().async_wait(asio::ip::tcp::socket::wait_read,
                               [self = shared_from_this()](error_code ec) {
+                                self->waiting_for_command_ = false;
                                 self->woken_ = ec;
                                 self->drive(self->serve());
                               });
@@ -283,12 +317,17 @@ asio::awaitable<std::optional<line_buffer::line>> session::next_command(bool may
       // With TLS the library may hold decrypted bytes the socket does not show.
       idle_ = true;
       co_return std::nullopt;
-    } else if (auto ec = co_await stream_.wait_readable()) {
-      co_return std::nullopt;
+    } else {
+      waiting_for_command_ = true;
+      auto ec = co_await stream_.wait_readable();
+      waiting_for_command_ = false;
+      if (ec) co_return std::nullopt;
     }
     std::size_t room;
     char* area = in_.write_area(room);
+    waiting_for_command_ = true;  // with TLS, the wait is the read
     auto [ec, n] = co_await stream_.read_some(asio::buffer(area, room));
+    waiting_for_command_ = false;
     if (ec) co_return std::nullopt;
     in_.commit(n);
   }
@@ -462,6 +501,10 @@ asio::awaitable<void> session::serve() {
     auto line = co_await next_command(true);
     if (!line) {
       if (idle_) co_return;
+      if (drain_woken_ && !expired_) {
+        drain_woken_ = false;
+        continue;  // to the drain check above
+      }
       if (expired_) {
         ops::event("TIMEOUT")
             .add("sid", facts_.id)

@@ -274,6 +274,48 @@ TEST(Ops, DrainFinishesOpenSessionsRefusesNewOnesAndExitsZero) {
   ASSERT_TRUE(sink.wait_messages(1));
 }
 
+TEST(Ops, DrainTellsSilentSessionsAtOnceInsteadOfWaitingForTheirTimeout) {
+  temp_dir dir;
+  ASSERT_TRUE(make_certificate(dir));
+  smtp_sink sink(dir);
+  rbldnsd dns(dir);
+  ops_setup s;
+  // command_timeout stays at its 5 minutes: a drain that waited for these
+  // sessions' next command would not end within the test. openssl s_client
+  // cannot choose its source address: 127.0.0.1 needs more than 2
+  // connections (the harness's port probe is one).
+  auto config = ops_config(dir, sink, dns, s);
+  config.replace(config.find("\"2/1h\""), 6, "\"20/1h\"");
+  guard mx(dir, config + "\n[tls]\ncert = " + quoted((dir / "cert.pem").string()) +
+                    "\nkey = " + quoted((dir / "key.pem").string()) + "\n");
+  // Plain TCP, silent after a delivered message (it waits in the idle wait).
+  smtp_client plain;
+  ASSERT_EQ(connect_and_greet(plain, "127.0.0.20", mx.port()).code, 220);
+  ASSERT_EQ(plain.start_transaction("a@remote.example", "user@example.org").code, 250);
+  ASSERT_EQ(plain.send_message(make_message("before drain", "hi\r\n")).code, 250);
+  // Over TLS, silent after the handshake (it waits in a read).
+  child tls({"/usr/bin/openssl", "s_client", "-starttls", "smtp", "-connect",
+             "127.0.0.1:" + std::to_string(mx.port()), "-ign_eof", "-quiet"},
+            dir / "s_client.out");
+  for (int i = 0; i < 100 && mx.log().find("cipher=") == std::string::npos; ++i)
+    std::this_thread::sleep_for(100ms);
+  ASSERT_NE(mx.log().find("cipher="), std::string::npos) << mx.log();
+
+  auto drain = mxguardctl(dir, s, {"drain", "--wait", "0"});
+  EXPECT_EQ(drain.status, 0) << drain.output;
+  auto told = plain.read_reply(5s);
+  EXPECT_EQ(told.code, 421) << "told unasked: " << told.text;
+  EXPECT_NE(told.text.find("4.3.2"), std::string::npos) << told.text;
+  EXPECT_TRUE(plain.closed_by_peer());
+  EXPECT_TRUE(tls.wait_exit(5s).has_value()) << "the TLS session was not closed";
+  EXPECT_NE(read_file(dir / "s_client.out").find("421 4.3.2"), std::string::npos)
+      << read_file(dir / "s_client.out");
+  auto exit_status = mx.process().wait_exit(10s);
+  ASSERT_TRUE(exit_status.has_value()) << "mxguard waited for its silent sessions";
+  EXPECT_EQ(*exit_status, 0);
+  EXPECT_NE(mx.log().find("STOP reason=drained"), std::string::npos) << mx.log();
+}
+
 TEST(Ops, StatisticsSurviveARestart) {
   temp_dir dir;
   smtp_sink sink(dir);
