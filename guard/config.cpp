@@ -628,6 +628,13 @@ void compile(config& cfg, const toml::table& root) {
     if (b.file_format != "cidr" && b.file_format != "iptables")
       fail(file, node_for("blocklist", "file_format"), "blocklist.file_format",
            "'" + b.file_format + "' is not cidr or iptables");
+    for (const auto& [key, path] : {std::pair{"file", &b.file}, std::pair{"file6", &b.file6}})
+      if (!path->empty() && !path->starts_with('/'))
+        fail(file, node_for("blocklist", key), std::string("blocklist.") + key,
+             "must be an absolute path");
+    if (!b.file6.empty() && b.file_format != "iptables")
+      fail(file, node_for("blocklist", "file6"), "blocklist.file6",
+           "only with file_format = \"iptables\" (a cidr file holds both families)");
     if (!b.exec.empty() && !b.exec.starts_with('/'))
       fail(file, node_for("blocklist", "exec"), "blocklist.exec", "must be an absolute path");
     if (!printable_ascii(b.reply) || !b.reply.starts_with('5'))
@@ -918,6 +925,7 @@ bool restart_only(const setting_spec& spec) {
                                               "blocklist.ipset_set6",
                                               "blocklist.ipset_maxelem",
                                               "blocklist.file",
+                                              "blocklist.file6",
                                               "blocklist.file_format",
                                               "blocklist.exec",
                                               "metrics.listen",

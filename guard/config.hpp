@@ -124,7 +124,7 @@ struct blocklist_settings {
   std::string nft_set, nft_set6, nft_drop_chain;
   std::string ipset_set, ipset_set6;
   std::int64_t ipset_maxelem = 0;
-  std::string file, file_format, exec;
+  std::string file, file6, file_format, exec;
 };
 
 struct dnsbl_zone_settings {

@@ -474,8 +474,13 @@ const setting_spec table[] = {
     {"blocklist", "file", value_kind::string, R"("")", 0, 0,
      "A file rewritten (atomically) with the blocklist; empty = none.", MXG_FIELD(blocklist, file)},
     {"blocklist", "file_format", value_kind::string, R"("cidr")", 0, 0,
-     "`cidr` (one prefix a line) or `iptables` (an iptables-restore fragment).",
+     "`cidr` (one prefix a line, both families) or `iptables` (an iptables-restore fragment: "
+     "IPv4 only, IPv6 goes to `file6`).",
      MXG_FIELD(blocklist, file_format)},
+    {"blocklist", "file6", value_kind::string, R"("")", 0, 0,
+     "With `file_format = \"iptables\"`: the ip6tables-restore fragment for IPv6 entries; empty = "
+     "IPv6 entries are not written.",
+     MXG_FIELD(blocklist, file6)},
     {"blocklist", "exec", value_kind::string, R"("")", 0, 0,
      "Program run as `PROGRAM add|del CIDR EXPIRES REASON RULE` (no shell); empty = none.",
      MXG_FIELD(blocklist, exec)},

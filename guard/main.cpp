@@ -191,12 +191,18 @@ void start_blocklist(daemon_state& state, boost::asio::io_context& control, cons
     blocks.add_feeder(
         std::make_unique<ops::feeder_runner>(std::make_unique<ops::ipset_feeder>(std::move(o))));
   }
-  if (!b.file.empty())
-    blocks.add_feeder(std::make_unique<ops::feeder_runner>(std::make_unique<ops::file_feeder>(
-        ops::file_spec::make(b.file,
-                             b.file_format == "iptables" ? ops::file_format::iptables_restore
-                                                         : ops::file_format::cidr_list,
-                             true, true))));
+  auto add_file_feeder = [&blocks](const std::string& path, ops::file_format format, bool v4,
+                                   bool v6) {
+    blocks.add_feeder(std::make_unique<ops::feeder_runner>(
+        std::make_unique<ops::file_feeder>(ops::file_spec::make(path, format, v4, v6))));
+  };
+  // An iptables-restore fragment holds one family: IPv4 in `file`, IPv6 in `file6`.
+  if (b.file_format == "iptables") {
+    if (!b.file.empty()) add_file_feeder(b.file, ops::file_format::iptables_restore, true, false);
+    if (!b.file6.empty()) add_file_feeder(b.file6, ops::file_format::iptables_restore, false, true);
+  } else if (!b.file.empty()) {
+    add_file_feeder(b.file, ops::file_format::cidr_list, true, true);
+  }
   if (!b.exec.empty())
     blocks.add_feeder(std::make_unique<ops::feeder_runner>(std::make_unique<ops::exec_feeder>(
         ops::exec_feeder::options{b.exec, std::chrono::seconds(5)})));

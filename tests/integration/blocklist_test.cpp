@@ -189,6 +189,34 @@ TEST(Blocklist, ImportFileAtStart) {
   EXPECT_EQ(greeting_from("127.0.0.45", mx.port()), 220);
 }
 
+TEST(Blocklist, IptablesFragmentsOnePerFamily) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  write_file(dir / "import.txt", "192.0.2.0/24 spam run\n2001:db8:1::/64\n");
+  const auto v4 = dir / "blocked.rules", v6 = dir / "blocked6.rules";
+  guard mx(dir,
+           base_config(quoted(sink.address()), "",
+                       "\n[blocklist]\nimport_file = " + quoted((dir / "import.txt").string()) +
+                           "\nfile_format = \"iptables\"\nfile = " + quoted(v4.string()) +
+                           "\nfile6 = " + quoted(v6.string()) + "\n"));
+  std::string rules4, rules6;
+  for (int i = 0; i < 100; ++i) {
+    rules4 = fs::exists(v4) ? read_file(v4) : "";
+    rules6 = fs::exists(v6) ? read_file(v6) : "";
+    if (rules4.find("COMMIT") != std::string::npos && rules6.find("COMMIT") != std::string::npos &&
+        rules6.find("2001:db8:1::/64") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(50ms);
+  }
+  // iptables-restore -n < blocked.rules; ip6tables-restore -n < blocked6.rules
+  EXPECT_NE(rules4.find("*filter\n"), std::string::npos) << rules4;
+  EXPECT_NE(rules4.find("-A mxguard-blocked -s 192.0.2.0/24 -j DROP"), std::string::npos) << rules4;
+  EXPECT_EQ(rules4.find("2001:db8"), std::string::npos) << rules4;
+  EXPECT_NE(rules6.find("-A mxguard-blocked -s 2001:db8:1::/64 -j DROP"), std::string::npos)
+      << rules6;
+  EXPECT_EQ(rules6.find("192.0.2."), std::string::npos) << rules6;
+}
+
 TEST(BlocklistZone, DrillAsksTheZoneOverUdpAndTcp) {
   temp_dir dir;
   smtp_sink sink(dir);

@@ -296,6 +296,11 @@ TEST(config, errors_name_file_line_and_key) {
        "[[route]]\ndomain = \"Example.org\"\nnext_hops = [\"192.0.2.1:25\"]\n[[route]]\ndomain = "
        "\"example.ORG\"\nnext_hops = [\"192.0.2.2:25\"]\n",
        "test.toml:4: route[1].domain: 'example.ORG' has a route already"},
+      {"blocklist file relative", "[blocklist]\nfile = \"blocked.txt\"\n",
+       "test.toml:2: blocklist.file: must be an absolute path"},
+      {"file6 without the iptables format", "[blocklist]\nfile = \"/a\"\nfile6 = \"/b\"\n",
+       "test.toml:3: blocklist.file6: only with file_format = \"iptables\" (a cidr file holds "
+       "both families)"},
   };
   for (const auto& r : rows) {
     SCOPED_TRACE(r.label);
