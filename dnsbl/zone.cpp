@@ -148,7 +148,13 @@ asio::awaitable<void> serve_udp(state_ptr s, udp::socket& socket) {
       continue;
     }
     ++s->counters.queries;
-    auto reply = s->answerer.answer(std::span(buffer.data(), n), zone_transport::udp);
+    // Resolvers send from ephemeral ports (or 53). A "query" from another
+    // privileged port is a forged source aiming our reply at a UDP service
+    // (echo, daytime, chargen, ...) that would answer back: CVE-2024-2169.
+    const auto port = peer.port();
+    auto reply = port < 1024 && port != 53
+                     ? std::nullopt
+                     : s->answerer.answer(std::span(buffer.data(), n), zone_transport::udp);
     if (!reply) {
       ++s->counters.dropped;
     } else {

@@ -309,16 +309,21 @@ std::optional<std::vector<std::uint8_t>> zone_answerer::answer(std::span<const s
                                                                zone_transport transport) const try {
   if (q.size() < header_size) return std::nullopt;
   if (q[2] & 0x80) return std::nullopt;
-  if (((q[2] >> 3) & 0x0f) != LDNS_PACKET_QUERY) return header_only(q, LDNS_RCODE_NOTIMPL);
-  if (q[4] != 0 || q[5] != 1) return header_only(q, LDNS_RCODE_FORMERR);
+  const bool udp = transport == zone_transport::udp;
+  auto error_reply = [&](ldns_pkt_rcode rcode) -> std::optional<std::vector<std::uint8_t>> {
+    if (udp) return std::nullopt;
+    return header_only(q, rcode);
+  };
+  if (((q[2] >> 3) & 0x0f) != LDNS_PACKET_QUERY) return error_reply(LDNS_RCODE_NOTIMPL);
+  if (q[4] != 0 || q[5] != 1) return error_reply(LDNS_RCODE_FORMERR);
   ldns_pkt* raw = nullptr;
   if (ldns_wire2pkt(&raw, q.data(), q.size()) != LDNS_STATUS_OK) {
     ldns_pkt_free(raw);
-    return header_only(q, LDNS_RCODE_FORMERR);
+    return error_reply(LDNS_RCODE_FORMERR);
   }
   pkt_ptr query(raw);
   ldns_rr_list* question = ldns_pkt_question(query.get());
-  if (!question || ldns_rr_list_rr_count(question) != 1) return header_only(q, LDNS_RCODE_FORMERR);
+  if (!question || ldns_rr_list_rr_count(question) != 1) return error_reply(LDNS_RCODE_FORMERR);
   const ldns_rr* qrr = ldns_rr_list_rr(question, 0);
   const ldns_rdf* qname = ldns_rr_owner(qrr);
   const auto qtype = ldns_rr_get_type(qrr);
@@ -398,7 +403,8 @@ std::optional<std::vector<std::uint8_t>> zone_answerer::answer(std::span<const s
         ldns_rr_push_rdf(rr.get(), ldns_rdf_new_frm_data(LDNS_RDF_TYPE_A, 4, m.listed_a));
         add(LDNS_SECTION_ANSWER, std::move(rr));
       }
-      if (qtype == LDNS_RR_TYPE_TXT || any)
+      // ANY: the A record alone (RFC 8482), not the longer TXT as well.
+      if (qtype == LDNS_RR_TYPE_TXT)
         add(LDNS_SECTION_ANSWER, m.txt_record(qname, sanitize(*text, false)));
       if (ldns_pkt_ancount(reply.get()) == 0) negative(LDNS_RCODE_NOERROR);
     }

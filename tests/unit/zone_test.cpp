@@ -166,12 +166,12 @@ TEST(ZoneAnswer, Table) {
        true,
        {blocked},
        false},
-      {"listed v4 ANY",
+      {"listed v4 ANY: the A record alone (RFC 8482)",
        {"7.2.0.192.bl.example.org.", LDNS_RR_TYPE_ANY},
        udp,
        ok,
        true,
-       {"A 127.0.0.2", blocked},
+       {"A 127.0.0.2"},
        false},
       {"listed v4 MX is NODATA",
        {"7.2.0.192.bl.example.org.", LDNS_RR_TYPE_MX},
@@ -408,7 +408,10 @@ TEST(ZoneAnswer, MalformedAndUnsupported) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.label);
-    auto reply = answerer().answer(c.bytes, zone_transport::udp);
+    // Over UDP the source may be forged: no error reply to bounce off
+    // another UDP service (CVE-2024-2169), only silence.
+    EXPECT_FALSE(answerer().answer(c.bytes, zone_transport::udp).has_value());
+    auto reply = answerer().answer(c.bytes, zone_transport::tcp);
     ASSERT_EQ(reply.has_value(), c.rcode.has_value());
     if (!reply) continue;
     ASSERT_GE(reply->size(), 12u);

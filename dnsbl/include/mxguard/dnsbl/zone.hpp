@@ -81,8 +81,12 @@ class zone_answerer {
   zone_answerer& operator=(zone_answerer&&) noexcept;
 
   // One DNS message in, the reply out; nullopt = send nothing (too short to
-  // carry an ID, or itself a response: answering those invites loops). Never
-  // throws. UDP replies fit the requester's size (512, or its EDNS0 size up to
+  // carry an ID, or itself a response: answering those invites loops). Over
+  // UDP, where the source may be forged, a datagram that is not a well-formed
+  // query with one question gets nothing either (no FORMERR/NOTIMP ping-pong
+  // with another UDP service, CVE-2024-2169); over TCP it gets its error.
+  // ANY is answered minimally (RFC 8482): the A record only. Never throws.
+  // UDP replies fit the requester's size (512, or its EDNS0 size up to
   // max_udp_payload) or are cut to the question with TC set.
   std::optional<std::vector<std::uint8_t>> answer(std::span<const std::uint8_t> query,
                                                   zone_transport transport) const;
