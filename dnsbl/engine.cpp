@@ -336,11 +336,23 @@ asio::awaitable<void> engine::check_health() {
                                           rr_type::a, deadline);
     auto negative = co_await client.query(query_name(s, domain_list ? "invalid" : "1.0.0.127"),
                                           rr_type::a, deadline);
-    if (positive.state == dns_result::status::timeout ||
-        negative.state == dns_result::status::timeout)
-      co_return;  // no news; a dead resolver is not the list's fault
-    auto listed = classify(s, positive);
-    bool ok = listed.kind == verdict_kind::listed && negative.state == dns_result::status::nxdomain;
+    // Only answers and NXDOMAIN say something about the list. A timeout,
+    // SERVFAIL, REFUSED or an unreachable resolver (one restarting) is no
+    // news: marking the list failed would let its listed clients pass until
+    // the next check, health_interval later.
+    auto conclusive = [](const dns_result& r) {
+      return r.state == dns_result::status::answer || r.state == dns_result::status::nxdomain;
+    };
+    if (!conclusive(positive) || !conclusive(negative)) co_return;
+    // The test entry must be listed with a clean 127/8 code, whichever: the
+    // site's own filter (=127.0.0.4, say) is for clients, and the test entry
+    // need not carry that code.
+    site unfiltered = s;
+    unfiltered.patterns.clear();
+    auto listed = classify(unfiltered, positive);
+    const bool unlisted = negative.state == dns_result::status::nxdomain ||
+                          (negative.addresses.empty() && negative.addresses6.empty());
+    bool ok = listed.kind == verdict_kind::listed && unlisted;
     auto& health = *impl_->health[impl_->index_of(settings_, s)];
     if (health.exchange(ok) != ok)
       ops::event("DNSBL", ok ? ops::severity::info : ops::severity::warning)

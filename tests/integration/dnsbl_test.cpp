@@ -42,6 +42,7 @@ class fake_dns {
     wrong_id_first,    // a contrary answer with another ID, then the real one
     other_port_first,  // a contrary answer from another source port, then the real one
     other_port_only,   // only a "listed" answer from another source port
+    servfail_tests,    // SERVFAIL to the RFC 5782 test entries, real answers otherwise
   };
 
   explicit fake_dns(mode m) : mode_(m) {
@@ -124,6 +125,12 @@ class fake_dns {
       case mode::other_port_only:
         send_from(spoof_fd_, make_answer(*q, q->id, rcode_noerror, false,
                                          std::array<std::uint8_t, 4>{127, 0, 0, 2}));
+        break;
+      case mode::servfail_tests:
+        if (q->name.starts_with("2.0.0.127.") || q->name.starts_with("1.0.0.127."))
+          send_from(udp_fd_, make_answer(*q, q->id, 2 /* SERVFAIL */, false, std::nullopt));
+        else
+          send_from(udp_fd_, real_answer(*q));
         break;
     }
   }
@@ -562,6 +569,37 @@ TEST(DnsblResolver, SpoofedAnswersIgnored) {
 }
 
 // --- cache ------------------------------------------------------------------------------
+
+// --- RFC 5782 health checks ----------------------------------------------------------
+
+// The health check runs at start; a list it failed would not count.
+int banner_after_health_check(const guard& mx, const char* source) {
+  std::this_thread::sleep_for(500ms);
+  smtp_client c;
+  if (!c.connect_from(source, mx.port())) return -1;
+  return c.read_reply(5s).code;
+}
+
+TEST(DnsblHealth, TestEntryCountsWithAnyCleanCodeNotOnlyTheSitesFilter) {
+  temp_dir dir;
+  rbldnsd dns(dir);
+  // 127.0.0.11 is listed with 127.0.0.20; the test entry 127.0.0.2 with 127.0.0.2.
+  guard mx(dir, dnsbl_config(dns.resolver(),
+                             "sites = [\"bl.test=127.0.0.20\"]\n"
+                             "health_interval = \"1h\"\n"));
+  EXPECT_EQ(banner_after_health_check(mx, "127.0.0.11"), 554) << mx.log();
+  EXPECT_FALSE(contains(mx.log(), "health=failed")) << mx.log();
+}
+
+TEST(DnsblHealth, ResolverTroubleDuringTheCheckDoesNotSwitchTheListOff) {
+  temp_dir dir;
+  fake_dns dns(fake_dns::mode::servfail_tests);
+  guard mx(dir, dnsbl_config(dns.resolver(),
+                             "sites = [\"fake.test=127.0.0.[2..11]\"]\n"
+                             "health_interval = \"1h\"\n"));
+  EXPECT_EQ(banner_after_health_check(mx, "127.0.0.10"), 554) << mx.log();
+  EXPECT_FALSE(contains(mx.log(), "health=failed")) << mx.log();
+}
 
 TEST(DnsblCache, ConcurrentClientsMakeOneQueryPerSiteThenNone) {
   temp_dir dir;
