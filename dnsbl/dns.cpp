@@ -97,10 +97,43 @@ std::vector<std::uint8_t> build_query(std::string_view name, rr_type type, std::
   return out;
 }
 
+std::optional<wire_outline> outline(const std::uint8_t* data, std::size_t size) {
+  if (size < 12) return std::nullopt;
+  auto u16 = [data](std::size_t at) {
+    return static_cast<unsigned>((data[at] << 8) | data[at + 1]);
+  };
+  std::size_t pos = 12;
+  auto skip_name = [&]() -> bool {
+    for (int labels = 0; labels < 128; ++labels) {  // a name has at most 127 labels
+      if (pos >= size) return false;
+      const std::uint8_t len = data[pos];
+      if ((len & 0xc0) == 0xc0) return (pos += 2) <= size;  // a pointer ends the name
+      if (len & 0xc0) return false;                         // no other label types
+      pos += 1u + len;
+      if (len == 0) return pos <= size;
+    }
+    return false;
+  };
+  const unsigned questions = u16(4), answers = u16(6), authority = u16(8), additional = u16(10);
+  for (unsigned i = 0; i < questions; ++i)
+    if (!skip_name() || (pos += 4) > size) return std::nullopt;
+  wire_outline out;
+  for (unsigned i = 0; i < answers + authority + additional; ++i) {
+    if (!skip_name() || pos + 10 > size) return std::nullopt;
+    const unsigned type = u16(pos), rdlength = u16(pos + 8);
+    if ((pos += 10u + rdlength) > size) return std::nullopt;
+    if (type == LDNS_RR_TYPE_TSIG) ++out.tsig;
+    if (type == LDNS_RR_TYPE_OPT && i >= answers + authority) ++out.opt;
+  }
+  return out;
+}
+
 std::optional<dns_result> parse_response(const std::uint8_t* data, std::size_t size,
                                          std::string_view name, rr_type type, std::uint16_t id,
                                          bool& truncated) {
   truncated = false;
+  // Our queries are not signed: an answer with TSIG is not for us.
+  if (auto o = outline(data, size); !o || o->tsig > 0) return std::nullopt;
   ldns_pkt* raw = nullptr;
   if (ldns_wire2pkt(&raw, data, size) != LDNS_STATUS_OK) return std::nullopt;
   pkt_ptr pkt(raw);

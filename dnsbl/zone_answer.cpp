@@ -7,6 +7,7 @@
 #include <boost/asio/ip/network_v4.hpp>
 #include <boost/asio/ip/network_v6.hpp>
 
+#include "mxguard/dnsbl/dns.hpp"
 #include "mxguard/dnsbl/zone.hpp"
 // Last: ldns/common.h defines `bool` as a macro, which breaks C++ headers after it.
 #include <ldns/ldns.h>
@@ -316,6 +317,11 @@ std::optional<std::vector<std::uint8_t>> zone_answerer::answer(std::span<const s
   };
   if (((q[2] >> 3) & 0x0f) != LDNS_PACKET_QUERY) return error_reply(LDNS_RCODE_NOTIMPL);
   if (q[4] != 0 || q[5] != 1) return error_reply(LDNS_RCODE_FORMERR);
+  // Walked before ldns sees it (see dnsbl::outline): no TSIG here (the zone
+  // has no keys), and one OPT record at most (RFC 6891 §6.1.1).
+  const auto parts = outline(q.data(), q.size());
+  if (!parts || parts->opt > 1) return error_reply(LDNS_RCODE_FORMERR);
+  if (parts->tsig > 0) return error_reply(LDNS_RCODE_REFUSED);
   ldns_pkt* raw = nullptr;
   if (ldns_wire2pkt(&raw, q.data(), q.size()) != LDNS_STATUS_OK) {
     ldns_pkt_free(raw);

@@ -1,7 +1,8 @@
 // Fuzzes the DNSBL zone responder's query parser and answer builder
 // (zone_answerer::answer), the bytes any host on the network can send it.
 //
-// Invariants: no reply to a message shorter than a header or with QR set;
+// Invariants: no reply to a message shorter than a header or with QR set
+// (nor, over UDP, to a malformed one);
 // every reply carries the query's ID and QR, never RA; a UDP reply fits 512
 // bytes, or the EDNS0 size the query asked for (up to 1232); a reply of more
 // than a header parses back with ldns.
@@ -48,6 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (reply) std::abort();
       continue;
     }
+    // Over UDP only a well-formed query is answered; over TCP everything is.
+    if (!reply && transport == zone_transport::udp) continue;
     if (!reply || reply->size() < 12) std::abort();
     const auto& r = *reply;
     if (r[0] != data[0] || r[1] != data[1] || !(r[2] & 0x80) || (r[3] & 0x80)) std::abort();
@@ -57,6 +60,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       // The size the query asked for, as ldns reads it.
       ldns_pkt* q = nullptr;
       std::size_t limit = 512;
+      // (ldns leaks on some messages: see mxguard::dnsbl::outline; those got no reply.)
       if (ldns_wire2pkt(&q, data, size) == LDNS_STATUS_OK && ldns_pkt_edns(q))
         limit = std::max<std::size_t>(512, std::min<std::size_t>(ldns_pkt_edns_udp_size(q), 1232));
       ldns_pkt_free(q);

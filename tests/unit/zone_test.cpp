@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <boost/asio/ip/network_v4.hpp>
 
+#include "dns_wire.hpp"
 #include "mxguard/dnsbl/zone.hpp"
 // Last: ldns/common.h defines `bool` as a macro, which breaks C++ headers after it.
 #include <ldns/ldns.h>
@@ -18,6 +19,7 @@ namespace mxguard::dnsbl {
 namespace {
 
 namespace asio = boost::asio;
+using test::with_additional;
 
 const std::string long_reason(800, 'x');
 
@@ -405,6 +407,10 @@ TEST(ZoneAnswer, MalformedAndUnsupported) {
       {"question cut short", cut(base.size() - 3), LDNS_RCODE_FORMERR},
       {"header only, QDCOUNT 1", cut(12), LDNS_RCODE_FORMERR},
       {"label length past the end", patched(12, 60), LDNS_RCODE_FORMERR},
+      {"two OPT records (RFC 6891)", with_additional(base, 41, 2), LDNS_RCODE_FORMERR},
+      // The zone has no keys; and libldns leaks all but one TSIG record of a
+      // message like this one (LSan would see it in the sanitized run).
+      {"TSIG records", with_additional(base, 250, 3), LDNS_RCODE_REFUSED},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.label);

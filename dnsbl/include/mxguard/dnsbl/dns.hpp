@@ -49,6 +49,17 @@ std::optional<dns_result> parse_response(const std::uint8_t* data, std::size_t s
                                          std::string_view name, rr_type type, std::uint16_t id,
                                          bool& truncated);
 
+// What ldns must not be given. libldns 1.8.3's ldns_wire2pkt keeps one TSIG
+// record per packet and leaks each earlier one (a message with three or more
+// additional records, two of them TSIG): every such datagram would cost
+// memory for good. Messages are walked first, without building anything.
+struct wire_outline {
+  unsigned tsig = 0;  // TSIG records anywhere
+  unsigned opt = 0;   // OPT records in the additional section
+};
+// nullopt when the sections do not fit the message (ldns would refuse it too).
+std::optional<wire_outline> outline(const std::uint8_t* data, std::size_t size);
+
 struct resolver_settings {
   std::vector<boost::asio::ip::udp::endpoint> servers;
   std::chrono::milliseconds try_timeout{1000};  // one UDP (or TCP) exchange
