@@ -103,12 +103,22 @@ void blocklist::add_feeder(std::unique_ptr<ops::feeder_runner> feeder) {
 }
 
 asio::awaitable<void> blocklist::sync(ratelimit::state_store& store) {
-  auto listing = co_await store.block_list(version_.load(), ratelimit::wall_clock_now());
+  const auto now = ratelimit::wall_clock_now();
+  // An entry held here has expired: list again whatever the version says.
+  // Expiry changes no version by itself (Redis drops expired entries when it
+  // lists them), and expired entries would count towards max_entries and be
+  // shown by `mxguardctl blocked` for good.
+  const auto held = snapshot_.load();
+  const bool expired = held->earliest_expiry_ms != 0 && held->earliest_expiry_ms <= now;
+  auto listing = co_await store.block_list(expired ? -1 : version_.load(), now);
   if (listing.failed || !listing.changed) co_return;
   auto next = std::make_shared<snapshot>();
   for (auto& r : listing.entries) {
     auto prefix = ip_prefix::parse(r.prefix);
     if (!prefix) continue;
+    if (r.expires_ms != 0 &&
+        (next->earliest_expiry_ms == 0 || r.expires_ms < next->earliest_expiry_ms))
+      next->earliest_expiry_ms = r.expires_ms;
     r.prefix = prefix->to_string();
     auto& by_length = prefix->is_v4() ? next->v4 : next->v6;
     by_length[prefix->length()].emplace(*prefix, next->records.size());

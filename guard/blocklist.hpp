@@ -92,6 +92,7 @@ class blocklist {
  private:
   struct snapshot {
     std::vector<ratelimit::block_record> records;
+    std::int64_t earliest_expiry_ms = 0;  // of the records; 0 = none expires
     // Per prefix length present, the prefixes of that length → record index.
     std::map<unsigned, std::unordered_map<ip_prefix, std::size_t, ip_prefix_hash>, std::greater<>>
         v4, v6;

@@ -210,24 +210,28 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return redis.call('INCR', KEYS
 return tonumber(redis.call('GET', KEYS[2]) or '0')
 )lua";
 
-// Blocklist, read. KEYS as above; ARGV: the version the caller has, now (ms).
-// {version} when nothing changed; else {version, prefix, entry, ...} without
-// expired entries (which are deleted on the way).
+// Blocklist, read. KEYS as above; ARGV: the version the caller has (-1 when
+// an entry it holds has expired), now (ms). {version} when nothing changed;
+// else {version, prefix, entry, ...} without expired entries, which are
+// deleted on the way with a new version, so that every instance drops them.
 constexpr const char* block_list_script = R"lua(
 local v = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tostring(v) == ARGV[1] then return {v} end
 local all = redis.call('HGETALL', KEYS[1])
 local out = {v}
 local now = tonumber(ARGV[2])
+local removed = false
 for i = 1, #all, 2 do
   local expires = tonumber(string.match(all[i + 1], '^(%d+)'))
   if expires ~= nil and expires ~= 0 and expires <= now then
     redis.call('HDEL', KEYS[1], all[i])
+    removed = true
   else
     out[#out + 1] = all[i]
     out[#out + 1] = all[i + 1]
   end
 end
+if removed then out[1] = redis.call('INCR', KEYS[2]) end
 return out
 )lua";
 

@@ -101,6 +101,26 @@ TEST(Blocklist, BlockOnOneInstanceHoldsOnTheOtherWithinASecond) {
   EXPECT_EQ(greeting_from("127.0.0.42", a.port()), 220) << "lifted on B, lifted on A";
 }
 
+TEST(Blocklist, ExpiredEntriesLeaveTheListWithRedisToo) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  guard mx(dir, base_config(quoted(sink.address()), "",
+                            "\n[redis]\nurl = " + quoted(redis.url()) + "\n" +
+                                with_control(dir, "mx", "\n[blocklist]\nmax_entries = 1\n")));
+  auto socket = dir / "mx.sock";
+  ASSERT_EQ(ctl(dir, socket, {"block", "127.0.0.43", "--for", "1s"}).status, 0);
+  EXPECT_NE(ctl(dir, socket, {"blocked"}).text.find("127.0.0.43/32"), std::string::npos);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(greeting_from("127.0.0.43", mx.port()), 220);
+  // Nothing changed the list's version: the expired entry still held
+  // max_entries (auto-blocking off) and was still shown.
+  auto list = ctl(dir, socket, {"blocked"});
+  EXPECT_EQ(list.text.find("127.0.0.43/32"), std::string::npos) << list.text;
+  EXPECT_EQ(redis.cli("HLEN mxg:{bl}:entries").find("1"), std::string::npos)
+      << "Redis dropped it too";
+}
+
 // Three relay attempts from `address`, each refused.
 void relay_attempts_from(const std::string& address, int port) {
   smtp_client c;
