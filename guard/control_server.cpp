@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -154,8 +155,10 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
       co_return json{{"ok", true}, {"reloaded", actions.config_file}};
     }
     if (command == "drain") {
+      // Counted first: the drain closes idle sessions at once, on other threads.
+      const auto open = state.slots().sessions();
       actions.drain();
-      co_return json{{"ok", true}, {"draining", true}, {"sessions", state.slots().sessions()}};
+      co_return json{{"ok", true}, {"draining", true}, {"sessions", open}};
     }
     if (command == "check") {
       if (words.size() != 2) co_return error("usage: check IP|DOMAIN");
@@ -175,6 +178,11 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
         } else if (auto d = parse_duration(words[2]); d && d->count() > 0) {
           r.expires_ms = r.created_ms + d->count();
           reason_from = 3;
+        } else if (words[2].front() >= '0' && words[2].front() <= '9') {
+          // "1w" or "7days" read as the reason's first word would block for good.
+          co_return error("'" + ops::escape_client_text(words[2], 40) +
+                          "' is not a duration (a positive number with ms, s, m, h or d: 30m, "
+                          "12h, 7d) or permanent");
         }
       }
       for (std::size_t i = reason_from; i < words.size(); ++i)
@@ -193,6 +201,19 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
       if (words.size() != 2) co_return error("usage: unblock IP|CIDR");
       auto parsed = ip_prefix::parse(words[1]);
       if (!parsed) co_return error("not an address or CIDR prefix");
+      const auto entries = state.blocks().entries();
+      const auto shown = parsed->to_string();
+      if (std::none_of(entries.begin(), entries.end(),
+                       [&](const ratelimit::block_record& r) { return r.prefix == shown; })) {
+        // An address inside a blocked range (an IPv6 client's /64, a manual
+        // /24): say which entry to lift rather than report a removal.
+        boost::system::error_code ec;
+        const auto address = asio::ip::make_address(words[1], ec);
+        if (auto hit = ec ? std::nullopt : state.blocks().find(address))
+          co_return error(shown + " is not an entry; it is blocked by " + hit->prefix +
+                          " (unblock that)");
+        co_return error(shown + " is not in the blocklist");
+      }
       if (!co_await state.blocks().unblock(*state.store, words[1]))
         co_return error("the state store did not answer");
       co_return json{{"ok", true}, {"unblocked", parsed->to_string()}};

@@ -64,6 +64,19 @@ TEST(Blocklist, ManualBlockIsRefusedAtAdmissionListedAndLifted) {
   // A range, then lifting both.
   ASSERT_EQ(ctl(dir, socket, {"block", "127.0.1.0/24"}).status, 0);
   EXPECT_EQ(greeting_from("127.0.1.9", mx.port()), 554);
+  // Lifting an address inside a range names the range, and lifts nothing.
+  auto inside = ctl(dir, socket, {"unblock", "127.0.1.9"});
+  EXPECT_EQ(inside.status, 1) << inside.text;
+  EXPECT_NE(inside.text.find("blocked by 127.0.1.0/24"), std::string::npos) << inside.text;
+  EXPECT_EQ(greeting_from("127.0.1.9", mx.port()), 554);
+  auto absent = ctl(dir, socket, {"unblock", "127.0.0.99"});
+  EXPECT_EQ(absent.status, 1) << absent.text;
+  EXPECT_NE(absent.text.find("not in the blocklist"), std::string::npos) << absent.text;
+  // A duration it cannot read is an error, not a permanent block.
+  auto week = ctl(dir, socket, {"block", "127.0.0.49", "--for", "1w"});
+  EXPECT_EQ(week.status, 1) << week.text;
+  EXPECT_NE(week.text.find("not a duration"), std::string::npos) << week.text;
+  EXPECT_EQ(greeting_from("127.0.0.49", mx.port()), 220);
   EXPECT_EQ(ctl(dir, socket, {"unblock", "127.0.0.40"}).status, 0);
   EXPECT_EQ(ctl(dir, socket, {"unblock", "127.0.1.0/24"}).status, 0);
   EXPECT_EQ(greeting_from("127.0.0.40", mx.port()), 220);
