@@ -128,10 +128,19 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
       line = line.substr(0, line.find('\n'));
       if (!line.empty() && line.back() == '\r') line.pop_back();
       auto words = words_of(line);
-      if (words.empty())
+      std::optional<std::string> failure;
+      if (words.empty()) {
         answer = error("empty request");
-      else
-        answer = co_await handle(std::move(words));
+      } else {
+        // A command that throws (a corrupt statistics file, Redis gone) is
+        // answered with why, not with a closed socket ("cannot reach").
+        try {
+          answer = co_await handle(std::move(words));
+        } catch (const std::exception& e) {
+          failure = e.what();
+        }
+      }
+      if (failure) answer = error("the command failed: " + *failure);
     }
     std::string out = answer.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     deadline.expires_after(request_timeout);

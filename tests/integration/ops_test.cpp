@@ -238,6 +238,20 @@ TEST(Ops, EveryControlCommandAgainstARunningDaemon) {
   EXPECT_EQ(offline.wait_exit(10s).value_or(-1), 3) << read_file(dir / "offline.out");
 }
 
+TEST(Ops, ACommandThatFailsSaysWhyInsteadOfClosingTheSocket) {
+  temp_dir dir;
+  smtp_sink sink(dir);
+  rbldnsd dns(dir);
+  ops_setup s;
+  auto config = ops_config(dir, sink, dns, s);
+  fs::create_directories(s.stats);  // a statistics "file" that cannot be read
+  guard mx(dir, config);
+  auto stats = mxguardctl(dir, s, {"stats", "--days", "1"});
+  EXPECT_EQ(stats.status, 1) << "1 = the daemon said no; 3 = cannot reach: " << stats.output;
+  EXPECT_NE(stats.output.find("the command failed"), std::string::npos) << stats.output;
+  EXPECT_EQ(mxguardctl(dir, s, {"status"}).status, 0) << "the control socket still answers";
+}
+
 TEST(Ops, DrainFinishesOpenSessionsRefusesNewOnesAndExitsZero) {
   temp_dir dir;
   smtp_sink sink(dir);
