@@ -117,7 +117,12 @@ process_result run_program(const std::vector<std::string>& argv, std::string_vie
   for (int s : {SIGPIPE, SIGHUP, SIGINT, SIGTERM, SIGCHLD}) sigaddset(&defaults, s);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Its own process group: a timeout kills what a hook script started too
+  // (a hanging curl would outlive a SIGKILL of the shell and pile up, one per
+  // hook call, until the service's task limit stops the daemon's threads).
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -149,7 +154,7 @@ process_result run_program(const std::vector<std::string>& argv, std::string_vie
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       res.timed_out = true;
-      ::kill(pid, SIGKILL);
+      ::kill(-pid, SIGKILL);  // the group
       break;
     }
     pollfd fds[3];
@@ -192,7 +197,7 @@ process_result run_program(const std::vector<std::string>& argv, std::string_vie
     if (done < 0 && errno != EINTR) return res;
     if (done == 0 && std::chrono::steady_clock::now() >= deadline) {
       res.timed_out = true;
-      ::kill(pid, SIGKILL);
+      ::kill(-pid, SIGKILL);  // the group
       continue;
     }
     if (done == 0) {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -582,6 +583,33 @@ TEST(firewall_process, timeout_holds_after_the_child_closed_its_output) {
   const auto quick = std::chrono::steady_clock::now();
   EXPECT_TRUE(run_program({"/bin/sh", "-c", "exec >/dev/null; exit 0"}, {}, 5s).ok());
   EXPECT_LT(std::chrono::steady_clock::now() - quick, 1s);
+}
+
+// A hook script whose own child hangs: the timeout ends both, not only the
+// shell (the child would otherwise live on, one per hook call).
+TEST(firewall_process, timeout_kills_what_the_program_started) {
+  char marker[] = "/tmp/mxguard-pgroup-XXXXXX";
+  const int fd = ::mkstemp(marker);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  auto r = run_program(
+      {"/bin/sh", "-c", std::string("/bin/sleep 30 & echo $! > ") + marker + "; wait"}, {}, 300ms);
+  EXPECT_TRUE(r.timed_out);
+  std::ifstream in(marker);
+  pid_t grandchild = 0;
+  in >> grandchild;
+  ::unlink(marker);
+  ASSERT_GT(grandchild, 0);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    // Reaped by init once killed; until then a zombie is as good as gone.
+    std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
+    std::string pid, comm, state;
+    gone = !(stat >> pid >> comm >> state) || state == "Z";
+    if (!gone) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(gone) << "sleep " << grandchild << " outlived the timeout";
+  if (!gone) ::kill(grandchild, SIGKILL);
 }
 
 TEST(firewall_process, refuses_relative_paths_and_survives_a_closed_stdin) {
