@@ -334,9 +334,11 @@ asio::awaitable<dns_result> dns_client::query(std::string name, rr_type type,
       result = std::get<0>(std::move(over_tcp));
     }
     if (!result) continue;
-    // SERVFAIL and transport errors are worth another server; answers,
-    // NXDOMAIN and REFUSED are final.
+    // SERVFAIL, REFUSED (one resolver's ACL says nothing about the others)
+    // and transport errors are worth another server; answers and NXDOMAIN
+    // are final.
     if (result->state == dns_result::status::servfail ||
+        result->state == dns_result::status::refused ||
         result->state == dns_result::status::error) {
       last = std::move(*result);
       continue;

@@ -43,6 +43,7 @@ class fake_dns {
     other_port_first,  // a contrary answer from another source port, then the real one
     other_port_only,   // only a "listed" answer from another source port
     servfail_tests,    // SERVFAIL to the RFC 5782 test entries, real answers otherwise
+    refuse_all,        // REFUSED to everything (a resolver whose ACL leaves us out)
   };
 
   explicit fake_dns(mode m) : mode_(m) {
@@ -125,6 +126,9 @@ class fake_dns {
       case mode::other_port_only:
         send_from(spoof_fd_, make_answer(*q, q->id, rcode_noerror, false,
                                          std::array<std::uint8_t, 4>{127, 0, 0, 2}));
+        break;
+      case mode::refuse_all:
+        send_from(udp_fd_, make_answer(*q, q->id, 5 /* REFUSED */, false, std::nullopt));
         break;
       case mode::servfail_tests:
         if (q->name.starts_with("2.0.0.127.") || q->name.starts_with("1.0.0.127."))
@@ -530,6 +534,28 @@ TEST(DnsblResolver, TruncatedAnswerRetriedOverTcp) {
   ASSERT_TRUE(ok.connect_from("127.0.0.20", mx.port()));
   EXPECT_EQ(ok.read_reply(5s).code, 220);
   EXPECT_EQ(dns.tcp_queries() - tcp_before, 2);
+}
+
+TEST(DnsblResolver, RefusedByOneResolverAskedOfTheNext) {
+  temp_dir dir;
+  rbldnsd dns(dir);
+  fake_dns refusing(fake_dns::mode::refuse_all);
+  auto config = dnsbl_config(refusing.resolver(),
+                             "sites = [\"bl.test=127.0.0.[2..11]\"]\n"
+                             "health_interval = \"0s\"\n");
+  const std::string one = "resolvers = [" + quoted(refusing.resolver()) + "]";
+  config.replace(
+      config.find(one), one.size(),
+      "resolvers = [" + quoted(refusing.resolver()) + ", " + quoted(dns.resolver()) + "]");
+  guard mx(dir, config);
+  // Queries start at either resolver in turn: each one must end at rbldnsd.
+  for (const char* source : {"127.0.0.10", "127.0.0.2", "127.0.0.15", "127.0.0.30"}) {
+    SCOPED_TRACE(source);
+    smtp_client c;
+    ASSERT_TRUE(c.connect_from(source, mx.port()));
+    EXPECT_EQ(c.read_reply(5s).code, 554);
+  }
+  EXPECT_GT(refusing.udp_queries(), 0);
 }
 
 TEST(DnsblResolver, SpoofedAnswersIgnored) {
