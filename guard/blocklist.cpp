@@ -229,7 +229,8 @@ asio::awaitable<void> blocklist::count(std::string name, asio::ip::address clien
       auto decision = co_await store_->count_event(std::move(counted), ratelimit::wall_clock_now());
       if (decision.failed || decision.result.allowed) continue;
     }
-    if (find(client)) co_return;  // blocked meanwhile (by this or another event)
+    // Blocked meanwhile, or being blocked, by this or another event.
+    if (find(client) || blocking_.contains(prefix)) co_return;
     if (size() >= policy->max_entries) {
       auto_blocks_skipped_.fetch_add(1, std::memory_order_relaxed);
       if (!full_logged_)
@@ -260,7 +261,12 @@ asio::awaitable<void> blocklist::count(std::string name, asio::ip::address clien
     r.reason = fmt::format("{} past {}", name, ratelimit::to_string(rule.limit));
     r.offences = offences;
     auto_blocks_.fetch_add(1, std::memory_order_relaxed);
-    co_await block(*store_, std::move(r));
+    struct in_flight {
+      std::set<std::string>& set;
+      std::string prefix;
+      ~in_flight() { set.erase(prefix); }
+    } marked{blocking_, *blocking_.insert(prefix).first};
+    co_await block(*store_, std::move(r));  // returns once find() sees it
     co_return;
   }
 }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -108,6 +109,10 @@ class blocklist {
   boost::asio::io_context* control_ = nullptr;
   std::shared_ptr<ratelimit::state_store> store_;
   std::atomic<std::shared_ptr<const blocklist_policy>> policy_;
+  // Prefixes an auto-block is on its way for (the control thread only): the
+  // events of a burst that counted past the limit meanwhile add nothing, not
+  // one doubled ban each.
+  std::set<std::string> blocking_;
   std::mutex offences_mutex_;
   std::unordered_map<std::string, std::int64_t>
       offences_;  // prefix → times blocked (this instance)

@@ -32,6 +32,12 @@ int greeting_from(const std::string& source, int port) {
   return r.code;
 }
 
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 // drill's answer: status and the answer section's records.
 std::string drill(const temp_dir& dir, int port, const std::string& name, const std::string& type,
                   bool tcp = false) {
@@ -171,6 +177,39 @@ TEST(Blocklist, AutoBlockAfterRepeatedRefusalsThenRefusedAtAdmission) {
   own.command("QUIT");
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(greeting_from("127.0.0.1", mx.port()), 220);
+}
+
+// Refusals arriving together (pipelined) while the first block is on its
+// way to Redis: one block, the first offence, not one doubled ban per event.
+TEST(Blocklist, ABurstOfEventsBlocksOnceWithRedis) {
+  temp_dir dir;
+  redis_server redis(dir);
+  smtp_sink sink(dir);
+  // No tarpit: the refusals come back as fast as the events go out.
+  guard mx(dir, base_config(quoted(sink.address()), "soft_error_delay_after = 1000\n",
+                            "\n[redis]\nurl = " + quoted(redis.url()) +
+                                "\n[blocklist]\nauto_block = [\"relay 2/1m 1h\"]\n"
+                                "never_block = [\"127.0.0.1/32\"]\n"));
+  smtp_client c;
+  ASSERT_TRUE(c.connect_from("127.0.0.47", mx.port()));
+  c.read_reply();
+  c.command("EHLO harvester.test");
+  c.command("MAIL FROM:<a@remote.example>");
+  std::string burst;
+  for (int i = 0; i < 8; ++i) burst += "RCPT TO:<x" + std::to_string(i) + "@foreign.example>\r\n";
+  c.send(burst);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(c.read_reply().code, 554);
+  c.command("QUIT");
+  std::string log;
+  for (int i = 0; i < 50; ++i) {
+    log = mx.log();
+    if (log.find("BLOCK prefix=127.0.0.47/32") != std::string::npos) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  std::this_thread::sleep_for(500ms);  // any further BLOCK lines
+  log = mx.log();
+  EXPECT_EQ(count_of(log, "BLOCK prefix=127.0.0.47/32"), 1u) << log;
+  EXPECT_NE(log.find("offences=1"), std::string::npos) << log;
 }
 
 // An address sprayer cannot grow the list without end: at max_entries
