@@ -522,7 +522,9 @@ const setting_spec table[] = {
      "Unix socket for `mxguardctl`, e.g. `/run/mxguard/control.sock`; empty = none.",
      MXG_FIELD(control, socket)},
     {"control", "group", value_kind::string, R"("")", 0, 0,
-     "Group that may use the socket besides root (mode 0660); empty = root only (0600).",
+     "Group that may use the socket besides the daemon's user and root (mode 0660; the daemon "
+     "must be a member: `SupplementaryGroups=` in systemd); empty = the daemon's user and root "
+     "only (0600).",
      MXG_FIELD(control, group)},
     // [log]
     {"log", "format", value_kind::string, R"("kv")", 0, 0,
