@@ -320,9 +320,15 @@ void file_stats_backend::add(std::string_view day, const stats_fields& deltas) {
   merge_capped(days[std::string(day)], deltas, state_->opts.max_names_per_day);
   stats_days pruned;
   if (state_->opts.retention_days > 0) {
-    auto newest = *parse_day(days.rbegin()->first);
-    auto cutoff = format_day(newest - std::chrono::days{state_->opts.retention_days - 1});
+    // Counted back from the day being added, not from the newest stored: a
+    // day from a clock that once ran years ahead would otherwise prune every
+    // real day as it is added, for good. Such a day (more than one ahead of
+    // this one) goes when the clock is right again.
+    auto cutoff = format_day(*parsed - std::chrono::days{state_->opts.retention_days - 1});
+    auto ahead = format_day(*parsed + std::chrono::days{1});
     while (!days.empty() && days.begin()->first < cutoff) pruned.insert(days.extract(days.begin()));
+    while (!days.empty() && days.rbegin()->first > ahead)
+      pruned.insert(days.extract(std::prev(days.end())));
   }
   try {
     write_atomically(state_->path, serialize(days));

@@ -375,6 +375,24 @@ TEST(StatsFile, RetentionPrunesOldDays) {
   EXPECT_EQ(field(days, "2024-03-03", "outcome:accepted"), 5);
 }
 
+// One reading of a clock years ahead (a bad RTC at boot): the days before
+// it go with that reading (retention counts from the day added), but the
+// days after it are kept, and the stray day goes once the clock is right.
+TEST(StatsFile, RetentionSurvivesAClockThatRanAhead) {
+  temp_dir dir;
+  auto path = dir.path() / "stats.json";
+  file_stats_backend backend(path, {.retention_days = 3});
+  backend.add("2025-01-01", {{"outcome:accepted", 1}});
+  backend.add("2037-06-01", {{"outcome:accepted", 1}});
+  backend.add("2025-01-02", {{"outcome:accepted", 2}});
+  backend.add("2025-01-02", {{"outcome:accepted", 3}});
+  auto days = file_stats_backend(path).load("2020-01-01", "2040-12-31");
+  std::vector<std::string> kept;
+  for (const auto& [day, f] : days) kept.push_back(day);
+  EXPECT_EQ(kept, (std::vector<std::string>{"2025-01-02"}));
+  EXPECT_EQ(field(days, "2025-01-02", "outcome:accepted"), 5);
+}
+
 TEST(StatsFile, BackendCapHoldsAcrossRestarts) {
   temp_dir dir;
   auto path = dir.path() / "stats.json";
