@@ -1,6 +1,7 @@
 #include "dnsbl_check.hpp"
 
 #include "mxguard/ops/log.hpp"
+#include "smtp_syntax.hpp"
 
 namespace mxguard::guard {
 
@@ -101,7 +102,13 @@ boost::asio::awaitable<verdict> dnsbl_check::check_domains(const check_input& in
       !input.transaction.sender.domain.starts_with('['))
     subjects.push_back({"sender", input.transaction.sender.domain});
   const auto& helo = input.session.helo;
+  std::string_view helo_name = helo;
+  while (helo_name.ends_with('.')) helo_name.remove_suffix(1);
+  // Only a name DNS can carry: a HELO such as "a(b.example" (valid_helo is
+  // lenient) comes back escaped in the answer, never matches the question,
+  // and its lookup would wait out dnsbl.timeout at every MAIL.
   if (!helo.empty() && helo.front() != '[' && helo.find('.') != std::string::npos &&
+      valid_domain(helo_name) &&
       (subjects.empty() || lower_ascii(helo) != lower_ascii(subjects[0].domain)))
     subjects.push_back({"helo", helo});
   for (const auto& s : subjects) {

@@ -514,6 +514,27 @@ TEST(DnsblResolver, SilentResolverDoesNotHoldTheBanner) {
   EXPECT_TRUE(contains(log, "client=127.0.0.10 score=0 listed=\"\" timeouts=2 errors=0")) << log;
 }
 
+TEST(DnsblRhsbl, HeloThatIsNoDomainNameIsNotLookedUp) {
+  temp_dir dir;
+  fd_guard silent(bound_socket(SOCK_DGRAM, 0));
+  const std::string resolver = "127.0.0.1:" + std::to_string(local_port(silent.get()));
+  guard mx(dir, dnsbl_config(resolver,
+                             "sites = []\nrhsbl_sites = [\"dbl.test\"]\n"
+                             "timeout = \"400ms\"\nhealth_interval = \"0s\"\n"));
+  auto queries_after = [&](const std::string& helo) {
+    smtp_client c;
+    if (!c.connect_from("127.0.0.20", mx.port()) || c.read_reply(5s).code != 220) return -1;
+    c.command("EHLO " + helo);
+    c.command("MAIL FROM:<>");  // no sender domain: the HELO alone
+    int pending = 0;
+    ::ioctl(silent.get(), FIONREAD, &pending);
+    c.command("QUIT");
+    return pending;
+  };
+  EXPECT_EQ(queries_after("bad(name.example"), 0);
+  EXPECT_GT(queries_after("good-name.example."), 0) << "a real name is looked up";
+}
+
 TEST(DnsblResolver, TruncatedAnswerRetriedOverTcp) {
   temp_dir dir;
   fake_dns dns(fake_dns::mode::truncate_udp);
